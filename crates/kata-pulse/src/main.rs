@@ -1,1 +1,34 @@
-fn main() {}
+//! `kata-pulse` binary: parse the command line, set up logging, run.
+
+use kata_pulse::config::{parse_args, Invocation};
+
+fn main() {
+    let config = match parse_args(std::env::args().collect()) {
+        Invocation::Run(config) => *config,
+        Invocation::Exit { text, code } => {
+            if code == 0 {
+                print!("{text}");
+            } else {
+                eprint!("{text}");
+            }
+            std::process::exit(code);
+        }
+    };
+    kata_pulse::logging::init(&config.log_filter, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(kata_pulse::run::run(config)) {
+        tracing::error!("{e:#}");
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,477 @@
+//! The agent's CRI client: maps Kata sandbox ids to Kubernetes pod identity.
+//!
+//! Unlike kata-monitor, every call carries a deadline and the connection is
+//! made lazily, so a container runtime that is down, restarting or wedged
+//! only delays labels; it can never block the agent or prevent start-up.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cri_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::runtime::v1::{ListPodSandboxRequest, PodSandbox, PodSandboxState};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Upper bound for one decoded CRI response. tonic's default (4 MiB) is too
+/// small for very dense nodes; unbounded would let a broken or hostile
+/// runtime make us allocate without limit.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What the agent knows about a pod sandbox from CRI.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodMeta {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    /// RuntimeClass handler the pod was started with (e.g. `kata`).
+    pub runtime_handler: String,
+    /// `SANDBOX_READY`; a not-ready sandbox is stopped or being torn down.
+    pub ready: bool,
+}
+
+/// Why a CRI query failed. Callers typically retry later in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    /// The runtime could not be reached (socket missing, refused, reset).
+    #[error("CRI runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The deadline covering connect and call expired.
+    #[error("CRI call timed out")]
+    Timeout,
+    /// The runtime answered with a gRPC error.
+    #[error("CRI call failed: {0}")]
+    Rpc(tonic::Status),
+    /// The answer could not be used as a whole (too large, undecodable).
+    #[error("invalid CRI response: {0}")]
+    InvalidResponse(String),
+    /// The client could not be set up (not a runtime availability issue).
+    #[error("cannot set up CRI client: {0}")]
+    Setup(#[from] cri_api::ChannelError),
+}
+
+/// Cheap to clone; clones share one lazily (re)connected channel.
+#[derive(Clone)]
+pub struct CriClient {
+    client: RuntimeServiceClient<Channel>,
+    call_timeout: Duration,
+    /// For error messages: which runtime could not be reached.
+    endpoint: String,
+}
+
+impl std::fmt::Debug for CriClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CriClient")
+            .field("endpoint", &self.endpoint)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CriClient {
+    /// Never fails because the runtime is down: the connection is made lazily on first call.
+    ///
+    /// Must be called within a Tokio runtime (otherwise [`CriError::Setup`]).
+    pub fn new(endpoint: &cri_api::Endpoint, call_timeout: Duration) -> Result<Self, CriError> {
+        let channel = cri_api::channel(endpoint, call_timeout)?;
+        Ok(Self {
+            client: RuntimeServiceClient::new(channel)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            call_timeout,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    /// Lowers the response size limit so tests need not build huge answers.
+    #[cfg(test)]
+    fn with_max_response_bytes(mut self, limit: usize) -> Self {
+        self.client = self.client.max_decoding_message_size(limit);
+        self
+    }
+
+    /// ListPodSandbox (all states, no filter) with a deadline covering connect + call; returns id -> meta.
+    ///
+    /// Not-ready sandboxes are included (with `ready == false`) so a caller
+    /// can still label a sandbox that is shutting down. Entries without an id
+    /// or metadata are skipped.
+    pub async fn list_pod_sandboxes(&self) -> Result<HashMap<String, PodMeta>, CriError> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(ListPodSandboxRequest { filter: None });
+        // Sent as `grpc-timeout` so the runtime can give up too; the outer
+        // timer below is what guarantees we return on time.
+        request.set_timeout(self.call_timeout);
+
+        let started = Instant::now();
+        let response =
+            match tokio::time::timeout(self.call_timeout, client.list_pod_sandbox(request)).await {
+                Err(_elapsed) => return Err(CriError::Timeout),
+                Ok(Err(status)) => {
+                    let deadline_passed = started.elapsed() >= self.call_timeout;
+                    return Err(classify(status, deadline_passed, &self.endpoint));
+                }
+                Ok(Ok(response)) => response.into_inner(),
+            };
+        Ok(pods_to_meta(response.items))
+    }
+}
+
+/// Turns a failed call into the error kind callers act on.
+fn classify(status: Status, deadline_passed: bool, endpoint: &str) -> CriError {
+    match status.code() {
+        Code::Unavailable => CriError::Unavailable(format!("{endpoint}: {}", describe(&status))),
+        Code::DeadlineExceeded => CriError::Timeout,
+        // tonic reports its own expiry of the `grpc-timeout` as CANCELLED.
+        Code::Cancelled if deadline_passed => CriError::Timeout,
+        // Produced by tonic's decoder for oversized or malformed responses.
+        Code::OutOfRange | Code::ResourceExhausted
+            if status.message().contains("size limit")
+                || status.message().contains("message length too large") =>
+        {
+            CriError::InvalidResponse(status.message().to_owned())
+        }
+        Code::Internal if status.message().contains("failed to decode") => {
+            CriError::InvalidResponse(status.message().to_owned())
+        }
+        _ => CriError::Rpc(status),
+    }
+}
+
+/// The status message, or its error chain when tonic left the message empty,
+/// so logs say why (e.g. "No such file or directory") rather than nothing.
+fn describe(status: &Status) -> String {
+    if !status.message().is_empty() {
+        return status.message().to_owned();
+    }
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        parts.push(err.to_string());
+        source = err.source();
+    }
+    if parts.is_empty() {
+        "no details".to_owned()
+    } else {
+        parts.join(": ")
+    }
+}
+
+fn pods_to_meta(items: Vec<PodSandbox>) -> HashMap<String, PodMeta> {
+    let mut out = HashMap::with_capacity(items.len());
+    for pod in items {
+        if pod.id.is_empty() {
+            tracing::debug!("CRI returned a pod sandbox without id; skipped");
+            continue;
+        }
+        let Some(metadata) = pod.metadata else {
+            tracing::debug!(sandbox = %pod.id, "CRI returned a pod sandbox without metadata; skipped");
+            continue;
+        };
+        let meta = PodMeta {
+            uid: metadata.uid,
+            name: metadata.name,
+            namespace: metadata.namespace,
+            runtime_handler: pod.runtime_handler,
+            // Unknown future states count as not ready.
+            ready: pod.state == PodSandboxState::SandboxReady as i32,
+        };
+        match out.entry(pod.id) {
+            Entry::Vacant(slot) => {
+                slot.insert(meta);
+            }
+            // Ids are unique in practice; if not, the live sandbox wins.
+            Entry::Occupied(mut slot) => {
+                if meta.ready && !slot.get().ready {
+                    slot.insert(meta);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cri_api::runtime::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+    use cri_api::runtime::v1::{ListPodSandboxResponse, PodSandboxMetadata};
+    use cri_api::Endpoint;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+    use tokio::net::UnixListener;
+    use tokio::task::JoinHandle;
+    use tonic::{Request, Response};
+
+    /// Fake runtime: fixed answer, or never answers when `hang` is set.
+    /// Records whether a request carried a filter.
+    #[derive(Clone, Default)]
+    struct FakeCri {
+        pods: Vec<PodSandbox>,
+        hang: bool,
+        saw_filter: Arc<Mutex<Vec<bool>>>,
+    }
+
+    #[tonic::async_trait]
+    impl RuntimeService for FakeCri {
+        async fn list_pod_sandbox(
+            &self,
+            request: Request<ListPodSandboxRequest>,
+        ) -> Result<Response<ListPodSandboxResponse>, Status> {
+            self.saw_filter
+                .lock()
+                .unwrap()
+                .push(request.get_ref().filter.is_some());
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(Response::new(ListPodSandboxResponse {
+                items: self.pods.clone(),
+            }))
+        }
+    }
+
+    fn serve(fake: FakeCri, sock: &Path) -> JoinHandle<()> {
+        let listener = UnixListener::bind(sock).unwrap();
+        let incoming = futures_util::stream::unfold(listener, |l| async move {
+            let next = l.accept().await.map(|(stream, _)| stream);
+            Some((next, l))
+        });
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .serve_with_incoming(RuntimeServiceServer::new(fake), incoming)
+                .await;
+        })
+    }
+
+    fn pod(id: &str, state: PodSandboxState, handler: &str) -> PodSandbox {
+        PodSandbox {
+            id: id.into(),
+            metadata: Some(PodSandboxMetadata {
+                name: format!("pod-{id}"),
+                uid: format!("uid-{id}"),
+                namespace: format!("ns-{id}"),
+                attempt: 0,
+            }),
+            state: state as i32,
+            runtime_handler: handler.into(),
+            ..Default::default()
+        }
+    }
+
+    fn sock_in(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("cri.sock")
+    }
+
+    #[tokio::test]
+    async fn maps_pods_and_sends_no_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = sock_in(&dir);
+        let fake = FakeCri {
+            pods: vec![
+                pod("a", PodSandboxState::SandboxReady, "kata"),
+                pod("b", PodSandboxState::SandboxNotready, "kata-qemu"),
+                pod("c", PodSandboxState::SandboxReady, ""),
+            ],
+            ..Default::default()
+        };
+        let saw_filter = Arc::clone(&fake.saw_filter);
+        let server = serve(fake, &sock);
+
+        let client = CriClient::new(&Endpoint::Unix(sock), Duration::from_secs(5)).unwrap();
+        let pods = client.list_pod_sandboxes().await.unwrap();
+
+        assert_eq!(pods.len(), 3);
+        assert_eq!(
+            pods["a"],
+            PodMeta {
+                uid: "uid-a".into(),
+                name: "pod-a".into(),
+                namespace: "ns-a".into(),
+                runtime_handler: "kata".into(),
+                ready: true,
+            }
+        );
+        assert_eq!(pods["b"].runtime_handler, "kata-qemu");
+        assert!(!pods["b"].ready);
+        assert_eq!(pods["c"].runtime_handler, "");
+        assert_eq!(*saw_filter.lock().unwrap(), vec![false]);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn skips_invalid_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = sock_in(&dir);
+        let mut no_metadata = pod("nometa", PodSandboxState::SandboxReady, "kata");
+        no_metadata.metadata = None;
+        let mut unknown_state = pod("future", PodSandboxState::SandboxReady, "kata");
+        unknown_state.state = 42;
+        let fake = FakeCri {
+            pods: vec![
+                no_metadata,
+                pod("", PodSandboxState::SandboxReady, "kata"),
+                unknown_state,
+                // Duplicate id: the ready one must win, in either order.
+                pod("dup", PodSandboxState::SandboxNotready, "old"),
+                pod("dup", PodSandboxState::SandboxReady, "new"),
+                pod("dup", PodSandboxState::SandboxNotready, "older"),
+                pod("ok", PodSandboxState::SandboxReady, "kata"),
+            ],
+            ..Default::default()
+        };
+        let server = serve(fake, &sock);
+
+        let client = CriClient::new(&Endpoint::Unix(sock), Duration::from_secs(5)).unwrap();
+        let pods = client.list_pod_sandboxes().await.unwrap();
+
+        let mut ids: Vec<_> = pods.keys().cloned().collect();
+        ids.sort();
+        assert_eq!(ids, ["dup", "future", "ok"]);
+        assert!(!pods["future"].ready);
+        assert_eq!(pods["dup"].runtime_handler, "new");
+        assert!(pods["dup"].ready);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_unavailable_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let client =
+            CriClient::new(&Endpoint::Unix(sock_in(&dir)), Duration::from_secs(10)).unwrap();
+        let started = Instant::now();
+        let err = client.list_pod_sandboxes().await.unwrap_err();
+        assert!(matches!(err, CriError::Unavailable(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_unavailable_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = sock_in(&dir);
+        // The socket file stays behind after the listener is gone, as after
+        // a runtime crash: connecting is refused.
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let client = CriClient::new(&Endpoint::Unix(sock), Duration::from_secs(10)).unwrap();
+        let started = Instant::now();
+        let err = client.list_pod_sandboxes().await.unwrap_err();
+        assert!(matches!(err, CriError::Unavailable(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn recovers_when_runtime_comes_up_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = sock_in(&dir);
+        let client = CriClient::new(&Endpoint::Unix(sock.clone()), Duration::from_secs(5)).unwrap();
+        assert!(matches!(
+            client.list_pod_sandboxes().await,
+            Err(CriError::Unavailable(_))
+        ));
+
+        let fake = FakeCri {
+            pods: vec![pod("a", PodSandboxState::SandboxReady, "kata")],
+            ..Default::default()
+        };
+        let server = serve(fake, &sock);
+        let pods = client.list_pod_sandboxes().await.unwrap();
+        assert!(pods["a"].ready);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn handler_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = sock_in(&dir);
+        let server = serve(
+            FakeCri {
+                hang: true,
+                ..Default::default()
+            },
+            &sock,
+        );
+        let deadline = Duration::from_millis(300);
+        let client = CriClient::new(&Endpoint::Unix(sock), deadline).unwrap();
+        let started = Instant::now();
+        let err = client.list_pod_sandboxes().await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, CriError::Timeout), "{err:?}");
+        assert!(took >= deadline && took < deadline * 5, "{took:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn peer_that_accepts_but_never_speaks_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = sock_in(&dir);
+        let listener = UnixListener::bind(&sock).unwrap();
+        // Accept and hold connections without ever writing a byte.
+        let mute = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let deadline = Duration::from_millis(300);
+        let client = CriClient::new(&Endpoint::Unix(sock), deadline).unwrap();
+        let started = Instant::now();
+        let err = client.list_pod_sandboxes().await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, CriError::Timeout), "{err:?}");
+        assert!(took < deadline * 5, "{took:?}");
+        mute.abort();
+    }
+
+    #[tokio::test]
+    async fn oversized_response_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = sock_in(&dir);
+        let pods = (0..200)
+            .map(|i| pod(&format!("{i:064}"), PodSandboxState::SandboxReady, "kata"))
+            .collect();
+        let server = serve(
+            FakeCri {
+                pods,
+                ..Default::default()
+            },
+            &sock,
+        );
+        let client = CriClient::new(&Endpoint::Unix(sock), Duration::from_secs(5))
+            .unwrap()
+            .with_max_response_bytes(4096);
+        let err = client.list_pod_sandboxes().await.unwrap_err();
+        assert!(matches!(err, CriError::InvalidResponse(_)), "{err:?}");
+        server.abort();
+    }
+
+    #[test]
+    fn new_outside_a_runtime_is_an_error_not_a_panic() {
+        let ep = Endpoint::Unix(PathBuf::from("/nonexistent/cri.sock"));
+        assert!(matches!(
+            CriClient::new(&ep, Duration::from_secs(1)),
+            Err(CriError::Setup(_))
+        ));
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        assert!(matches!(
+            classify(Status::deadline_exceeded("x"), false, "ep"),
+            CriError::Timeout
+        ));
+        assert!(matches!(
+            classify(Status::cancelled("Timeout expired"), true, "ep"),
+            CriError::Timeout
+        ));
+        assert!(matches!(
+            classify(Status::cancelled("x"), false, "ep"),
+            CriError::Rpc(_)
+        ));
+        assert!(matches!(
+            classify(Status::permission_denied("x"), false, "ep"),
+            CriError::Rpc(s) if s.code() == Code::PermissionDenied
+        ));
+        assert!(matches!(
+            classify(Status::unavailable("down"), false, "ep"),
+            CriError::Unavailable(m) if m == "ep: down"
+        ));
+    }
+}

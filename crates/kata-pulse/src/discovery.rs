@@ -1,0 +1,341 @@
+//! Finds sandboxes: one folder per sandbox under each root, holding the
+//! shim's `shim-monitor.sock`.
+//!
+//! inotify (via `notify`) reports changes at once; a periodic rescan is the
+//! safety net for what inotify can lose (queue overflow, roots created or
+//! re-created later). Every event is handled by re-checking the one folder it
+//! touched, so the outcome never depends on which event kinds arrived.
+//! A folder counts only with a valid id and a socket inside: runtime-rs's
+//! `/run/kata/firecracker` jail folder or a dead shim's leftover folder are
+//! not sandboxes.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::SandboxRoot;
+use crate::registry::{Registry, Sandbox, SHIM_SOCKET};
+use crate::sandbox_id;
+
+/// How often missing roots are looked for.
+const ROOT_POLL: Duration = Duration::from_secs(1);
+/// How often everything is rescanned regardless of events.
+const FULL_RESCAN: Duration = Duration::from_secs(30);
+/// Events buffered between the inotify thread and the discovery task; when
+/// full, a rescan replaces the lost events.
+const EVENT_QUEUE: usize = 4096;
+
+/// Counters for the agent's own metrics.
+#[derive(Debug, Default)]
+pub struct DiscoveryStats {
+    pub added: AtomicU64,
+    pub removed: AtomicU64,
+    pub rescans: AtomicU64,
+    pub watch_errors: AtomicU64,
+    /// True once every root was scanned once (or found missing).
+    pub initial_scan_done: AtomicBool,
+}
+
+/// Runs discovery until the task is dropped.
+pub async fn run(roots: Vec<SandboxRoot>, registry: Arc<Registry>, stats: Arc<DiscoveryStats>) {
+    let (tx, mut rx) = mpsc::channel::<PathBuf>(EVENT_QUEUE);
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_in_cb = lost.clone();
+    let watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(event) => {
+                if event.need_rescan() {
+                    lost_in_cb.store(true, Ordering::Relaxed);
+                }
+                for path in event.paths {
+                    if tx.try_send(path).is_err() {
+                        lost_in_cb.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(_) => lost_in_cb.store(true, Ordering::Relaxed),
+        });
+    let watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            // Without inotify the rescan alone still works, only slower.
+            tracing::error!(error = %e, "cannot create inotify watcher; relying on periodic rescans");
+            None
+        }
+    };
+    let mut d = Discovery {
+        roots,
+        registry,
+        stats,
+        watcher,
+        watched_roots: HashSet::new(),
+        watched_dirs: HashSet::new(),
+    };
+    d.scan_all();
+    d.stats.initial_scan_done.store(true, Ordering::Release);
+
+    let mut root_poll = tokio::time::interval(ROOT_POLL);
+    root_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_full = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            Some(path) = rx.recv() => d.handle_path(&path),
+            _ = root_poll.tick() => {
+                let overflowed = lost.swap(false, Ordering::Relaxed);
+                if overflowed || last_full.elapsed() >= FULL_RESCAN || d.watcher.is_none() {
+                    if overflowed {
+                        tracing::warn!("inotify events were lost; rescanning sandbox folders");
+                    }
+                    d.scan_all();
+                    last_full = tokio::time::Instant::now();
+                } else {
+                    d.scan_missing_roots();
+                }
+            }
+        }
+    }
+}
+
+struct Discovery {
+    roots: Vec<SandboxRoot>,
+    registry: Arc<Registry>,
+    stats: Arc<DiscoveryStats>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched_roots: HashSet<PathBuf>,
+    watched_dirs: HashSet<PathBuf>,
+}
+
+impl Discovery {
+    fn scan_all(&mut self) {
+        self.stats.rescans.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.roots.len() {
+            self.scan_root(i);
+        }
+    }
+
+    fn scan_missing_roots(&mut self) {
+        for i in 0..self.roots.len() {
+            if !self.watched_roots.contains(&self.roots[i].path) {
+                self.scan_root(i);
+            }
+        }
+    }
+
+    /// Brings the registry in line with one root's folder listing.
+    fn scan_root(&mut self, idx: usize) {
+        let root = self.roots[idx].clone();
+        let entries = match std::fs::read_dir(&root.path) {
+            Ok(entries) => entries,
+            Err(_) => {
+                // Missing (no sandbox of that runtime yet) or unreadable.
+                self.forget_root(&root.path);
+                return;
+            }
+        };
+        if !self.watched_roots.contains(&root.path) && self.watch(&root.path) {
+            self.watched_roots.insert(root.path.clone());
+            tracing::debug!(root = %root.path.display(), "watching sandbox folder");
+        }
+        let mut seen = HashSet::new();
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            seen.insert(name.clone());
+            self.evaluate(&root, &name);
+        }
+        for id in self.registry.ids_in_root(&root.path) {
+            if !seen.contains(&id) {
+                self.evaluate(&root, &id);
+            }
+        }
+    }
+
+    /// A root vanished: its sandboxes are gone too.
+    fn forget_root(&mut self, root: &Path) {
+        if self.watched_roots.remove(root) {
+            tracing::warn!(root = %root.display(), "sandbox folder removed; will pick it up again when it reappears");
+            if let Some(w) = self.watcher.as_mut() {
+                let _ = w.unwatch(root);
+            }
+        }
+        for id in self.registry.ids_in_root(root) {
+            self.remove(root, &id);
+        }
+        self.watched_dirs.retain(|d| !d.starts_with(root));
+    }
+
+    fn handle_path(&mut self, path: &Path) {
+        let Some(root) = self
+            .roots
+            .iter()
+            .find(|r| path.starts_with(&r.path))
+            .cloned()
+        else {
+            return;
+        };
+        let Ok(rel) = path.strip_prefix(&root.path) else {
+            return;
+        };
+        match rel.components().next() {
+            None => {
+                // The root itself changed (deleted, moved): rescan it.
+                if let Some(i) = self.roots.iter().position(|r| r.path == root.path) {
+                    self.scan_root(i);
+                }
+            }
+            Some(first) => {
+                if let Some(id) = first.as_os_str().to_str() {
+                    let id = id.to_string();
+                    self.evaluate(&root, &id);
+                }
+            }
+        }
+    }
+
+    /// Decides whether `<root>/<id>` is a sandbox right now.
+    fn evaluate(&mut self, root: &SandboxRoot, id: &str) {
+        if sandbox_id::validate(id).is_err() {
+            return;
+        }
+        let dir = root.path.join(id);
+        let is_dir = std::fs::symlink_metadata(&dir)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if !is_dir {
+            self.watched_dirs.remove(&dir);
+            self.remove(&root.path, id);
+            return;
+        }
+        // Watch the folder so the socket appearing or vanishing is seen.
+        if !self.watched_dirs.contains(&dir) && self.watch(&dir) {
+            self.watched_dirs.insert(dir.clone());
+        }
+        let socket = dir.join(SHIM_SOCKET);
+        let has_socket = std::fs::symlink_metadata(&socket)
+            .map(|m| m.file_type().is_socket())
+            .unwrap_or(false);
+        if has_socket {
+            let sandbox = Sandbox {
+                id: id.to_string(),
+                root: root.path.clone(),
+                socket,
+                runtime: root.runtime,
+                discovered_at: SystemTime::now(),
+            };
+            if self.registry.insert(sandbox) {
+                self.stats.added.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    sandbox_id = id,
+                    runtime = root.runtime.as_str(),
+                    "sandbox added"
+                );
+            }
+        } else {
+            self.remove(&root.path, id);
+        }
+    }
+
+    fn remove(&mut self, root: &Path, id: &str) {
+        if self.registry.remove_from_root(id, root).is_some() {
+            self.stats.removed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(sandbox_id = id, "sandbox removed");
+        }
+    }
+
+    fn watch(&mut self, path: &Path) -> bool {
+        let Some(w) = self.watcher.as_mut() else {
+            return false;
+        };
+        match w.watch(path, RecursiveMode::NonRecursive) {
+            Ok(()) => true,
+            Err(e) => {
+                self.stats.watch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(path = %path.display(), error = %e, "cannot watch folder; rescans cover it");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuntimeKind;
+    use std::os::unix::net::UnixListener;
+
+    async fn wait_for(registry: &Registry, want: &[&str]) {
+        for _ in 0..200 {
+            let ids: Vec<String> = registry.list().iter().map(|s| s.id.clone()).collect();
+            if ids == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ids: Vec<String> = registry.list().iter().map(|s| s.id.clone()).collect();
+        panic!("registry has {ids:?}, wanted {want:?}");
+    }
+
+    fn make_sandbox(root: &Path, id: &str) -> UnixListener {
+        std::fs::create_dir_all(root.join(id)).unwrap();
+        UnixListener::bind(root.join(id).join(SHIM_SOCKET)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn add_remove_and_late_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let go = tmp.path().join("vc/sbs");
+        let rs = tmp.path().join("kata");
+        std::fs::create_dir_all(&go).unwrap();
+        let _a = make_sandbox(&go, "aaa");
+        // Not sandboxes: a plain file, a folder without socket, a bad id.
+        std::fs::write(go.join("file"), b"x").unwrap();
+        std::fs::create_dir_all(go.join("nosocket")).unwrap();
+        std::fs::create_dir_all(go.join(".hidden")).unwrap();
+
+        let registry = Registry::new();
+        let stats = Arc::new(DiscoveryStats::default());
+        let roots = vec![
+            SandboxRoot {
+                path: go.clone(),
+                runtime: RuntimeKind::Go,
+            },
+            SandboxRoot {
+                path: rs.clone(),
+                runtime: RuntimeKind::RuntimeRs,
+            },
+        ];
+        let task = tokio::spawn(run(roots, registry.clone(), stats.clone()));
+        wait_for(&registry, &["aaa"]).await;
+        assert!(stats.initial_scan_done.load(Ordering::Acquire));
+
+        // A socket appearing in an existing folder makes it a sandbox.
+        let _n = UnixListener::bind(go.join("nosocket").join(SHIM_SOCKET)).unwrap();
+        wait_for(&registry, &["aaa", "nosocket"]).await;
+
+        // A root created after start is picked up within seconds, and a
+        // jail folder without socket (runtime-rs firecracker) is not a sandbox.
+        std::fs::create_dir_all(rs.join("firecracker/xyz")).unwrap();
+        let _b = make_sandbox(&rs, "bbb");
+        wait_for(&registry, &["aaa", "bbb", "nosocket"]).await;
+        assert_eq!(registry.get("bbb").unwrap().runtime, RuntimeKind::RuntimeRs);
+
+        // Removal is immediate, whether the folder or only the socket goes.
+        std::fs::remove_dir_all(go.join("aaa")).unwrap();
+        std::fs::remove_file(go.join("nosocket").join(SHIM_SOCKET)).unwrap();
+        wait_for(&registry, &["bbb"]).await;
+
+        // Deleting a whole root drops its sandboxes; re-creating it is seen.
+        std::fs::remove_dir_all(&rs).unwrap();
+        wait_for(&registry, &[]).await;
+        let _c = make_sandbox(&rs, "ccc");
+        wait_for(&registry, &["ccc"]).await;
+        task.abort();
+    }
+}

@@ -1,0 +1,157 @@
+//! `/metrics`: the aggregate of every shim plus the agent's own metrics, or
+//! one shim's raw body with `?sandbox=`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use prom_text::Rendered;
+
+use super::negotiate::gzip_accepted;
+use super::{lookup_sandbox, text_response, App};
+use crate::self_metrics::{self, Sources};
+
+pub async fn metrics(
+    State(app): State<Arc<App>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    app.requests
+        .metrics_requests
+        .fetch_add(1, Ordering::Relaxed);
+    if query.get("sandbox").is_some_and(|s| !s.is_empty()) {
+        return raw_sandbox(&app, &query, &headers).await;
+    }
+    let collection = app.collector.collect().await;
+    let ms = u64::try_from(collection.duration.as_millis()).unwrap_or(u64::MAX);
+    app.requests.observe_collection_ms(ms);
+
+    let prefixes = family_prefixes(query.get("filter_family").map(|s| s.as_str()));
+    let keep = |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p));
+    let shims: Vec<&Rendered> = collection
+        .sandboxes
+        .iter()
+        .filter_map(|s| s.result.as_ref())
+        .filter_map(|r| r.outcome.as_ref().ok())
+        .map(|e| &e.rendered)
+        .collect();
+    let conflicts = prom_text::merge_stats(&shims, &keep);
+    app.requests
+        .type_conflicts
+        .fetch_add(u64::from(conflicts.type_conflicts), Ordering::Relaxed);
+    app.requests
+        .conflict_samples
+        .fetch_add(conflicts.conflict_samples, Ordering::Relaxed);
+
+    let own = self_metrics::render(
+        &Sources {
+            registry: &app.registry,
+            collector: &app.collector,
+            discovery: &app.discovery,
+            cri: &app.cri,
+            requests: &app.requests,
+        },
+        &collection,
+    );
+    let mut parts = Vec::with_capacity(shims.len() + 1);
+    parts.push(&own);
+    parts.extend(shims.iter().copied());
+    let size: usize = parts.iter().map(|p| p.heap_bytes()).sum();
+    let mut body = Vec::with_capacity(size);
+    prom_text::merge(&parts, &keep, &mut body);
+    exposition_response(body, None, &headers)
+}
+
+/// `filter_family=a,b`: prefixes to keep; empty elements are ignored (in
+/// kata-monitor they matched everything) and the agent's own families are
+/// filtered like any other.
+fn family_prefixes(value: Option<&str>) -> Vec<&str> {
+    value
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `?sandbox=<id>`: the shim's body as it sent it (kata-monitor parity),
+/// with its HTTP status checked.
+async fn raw_sandbox(app: &App, query: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+    let sandbox = match lookup_sandbox(app, query) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    match app.shim.get(&sandbox.socket, "/metrics").await {
+        Ok(resp) => {
+            let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();
+            exposition_response(resp.body.to_vec(), ct, headers)
+        }
+        Err(e) => text_response(
+            StatusCode::BAD_GATEWAY,
+            format!("failed to get metrics of sandbox {}: {e}\n", sandbox.id),
+        ),
+    }
+}
+
+fn exposition_response(
+    body: Vec<u8>,
+    content_type: Option<HeaderValue>,
+    headers: &HeaderMap,
+) -> Response {
+    let ct = content_type.unwrap_or(HeaderValue::from_static(prom_text::CONTENT_TYPE));
+    if gzip_accepted(headers) {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 5 + 64),
+            flate2::Compression::fast(),
+        );
+        if enc.write_all(&body).is_ok() {
+            if let Ok(zipped) = enc.finish() {
+                return (
+                    [
+                        (http::header::CONTENT_TYPE, ct),
+                        (
+                            http::header::CONTENT_ENCODING,
+                            HeaderValue::from_static("gzip"),
+                        ),
+                        (
+                            http::header::VARY,
+                            HeaderValue::from_static("Accept-Encoding"),
+                        ),
+                    ],
+                    zipped,
+                )
+                    .into_response();
+            }
+        }
+    }
+    (
+        [
+            (http::header::CONTENT_TYPE, ct),
+            (
+                http::header::VARY,
+                HeaderValue::from_static("Accept-Encoding"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_family_prefixes() {
+        assert!(family_prefixes(None).is_empty());
+        assert!(family_prefixes(Some("")).is_empty());
+        assert!(family_prefixes(Some(",,")).is_empty());
+        assert_eq!(family_prefixes(Some("a,,b ")), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,162 @@
+//! The HTTP server: kata-monitor's endpoints plus health and JSON views.
+//!
+//! Connections are bounded in number and in how long a client may take to
+//! send its request head, so a misbehaving client cannot pin the agent.
+
+mod debug;
+mod index;
+mod metrics;
+mod negotiate;
+mod sandboxes;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::collect::Collector;
+use crate::config::Config;
+use crate::discovery::DiscoveryStats;
+use crate::labels::CriStats;
+use crate::registry::Registry;
+use crate::sandbox_id;
+use crate::self_metrics::RequestStats;
+use crate::shim_client::ShimClient;
+
+/// Most connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 512;
+/// Time a client gets to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared state of all handlers.
+pub struct App {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub collector: Arc<Collector>,
+    pub shim: ShimClient,
+    pub discovery: Arc<DiscoveryStats>,
+    pub cri: Arc<CriStats>,
+    pub requests: Arc<RequestStats>,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new()
+        .route("/", get(index::index))
+        .route("/metrics", get(metrics::metrics))
+        .route("/sandboxes", get(sandboxes::sandboxes))
+        .route("/agent-url", get(sandboxes::agent_url))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    if app.config.enable_debug_proxy {
+        r = r
+            .route("/debug/vars", get(debug::proxy))
+            .route("/debug/pprof", get(debug::redirect_index))
+            .route("/debug/pprof/", get(debug::proxy))
+            .route("/debug/pprof/{*rest}", get(debug::proxy));
+    } else {
+        r = r.route("/debug/{*rest}", get(debug::disabled));
+    }
+    r.fallback(not_found).with_state(app)
+}
+
+/// Serves until the listener fails.
+pub async fn serve(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> {
+    let router = router(app);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = match permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return Ok(()),
+        };
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    text_response(
+        StatusCode::NOT_FOUND,
+        "404 page not found: see / for the endpoints\n",
+    )
+}
+
+async fn healthz() -> Response {
+    text_response(StatusCode::OK, "ok\n")
+}
+
+/// Ready once every sandbox folder was scanned, so a fresh agent never
+/// serves an empty node as if it were the truth. CRI is not required: the
+/// agent serves without it (empty cri_* labels).
+async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    if app.discovery.initial_scan_done.load(Ordering::Acquire) {
+        text_response(StatusCode::OK, "ready\n")
+    } else {
+        text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "initial sandbox scan not finished\n",
+        )
+    }
+}
+
+/// Looks up the `sandbox` query parameter: 400 when missing or invalid,
+/// 404 when no such sandbox is running.
+pub(crate) fn lookup_sandbox(
+    app: &App,
+    query: &std::collections::HashMap<String, String>,
+) -> Result<Arc<crate::registry::Sandbox>, Box<Response>> {
+    let id = match query.get("sandbox").map(|s| s.as_str()) {
+        None | Some("") => {
+            return Err(Box::new(text_response(
+                StatusCode::BAD_REQUEST,
+                "missing query parameter: sandbox=<sandbox id>\n",
+            )))
+        }
+        Some(id) => id,
+    };
+    if let Err(e) = sandbox_id::validate(id) {
+        return Err(Box::new(text_response(
+            StatusCode::BAD_REQUEST,
+            format!("invalid sandbox id: {e}\n"),
+        )));
+    }
+    app.registry.get(id).ok_or_else(|| {
+        Box::new(text_response(
+            StatusCode::NOT_FOUND,
+            format!("sandbox {id} not found: it may be stopped or deleted (see /sandboxes)\n"),
+        ))
+    })
+}

@@ -1,0 +1,154 @@
+//! `/sandboxes` (text, HTML or JSON) and `/agent-url`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use super::negotiate::{repr, Repr};
+use super::{lookup_sandbox, text_response, App};
+
+/// One element of the JSON view (the shape the kata-pulse README documents,
+/// plus runtime and scrape status).
+#[derive(Serialize)]
+struct SandboxJson<'a> {
+    sandbox_id: &'a str,
+    pod_name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+    runtime: &'a str,
+    runtime_handler: &'a str,
+    cri_metadata: bool,
+    discovered_at: f64,
+    last_scrape: Option<ScrapeJson>,
+}
+
+#[derive(Serialize)]
+struct ScrapeJson {
+    ok: bool,
+    at: f64,
+    duration_seconds: f64,
+    samples: u64,
+    error: Option<String>,
+}
+
+fn unix(t: std::time::SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&#39;")
+        .replace('"', "&quot;")
+}
+
+pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let list = app.registry.list();
+    match repr(&headers, true) {
+        Repr::Text => {
+            let body: String = list.iter().map(|s| format!("{}\n", s.id)).collect();
+            text_response(StatusCode::OK, body)
+        }
+        Repr::Html => {
+            let mut body = String::from("<h1>Sandbox list</h1>\n<ul>\n");
+            for s in &list {
+                // Ids are validated ([A-Za-z0-9._-]), pod names are not.
+                let pod = app
+                    .registry
+                    .meta(&s.id)
+                    .map(|m| format!(" ({}/{})", html_escape(&m.namespace), html_escape(&m.name)))
+                    .unwrap_or_default();
+                body.push_str(&format!(
+                    "<li>{id}{pod}: <a href='/debug/pprof/?sandbox={id}'>pprof</a>, \
+<a href='/metrics?sandbox={id}'>metrics</a>, <a href='/agent-url?sandbox={id}'>agent-url</a></li>\n",
+                    id = s.id
+                ));
+            }
+            body.push_str("</ul>\n");
+            (
+                [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                body,
+            )
+                .into_response()
+        }
+        Repr::Json => {
+            let metas: Vec<_> = list.iter().map(|s| app.registry.meta(&s.id)).collect();
+            let scrapes: Vec<_> = list.iter().map(|s| app.collector.latest(&s.id)).collect();
+            let items: Vec<SandboxJson<'_>> = list
+                .iter()
+                .zip(&metas)
+                .zip(&scrapes)
+                .map(|((s, m), r)| SandboxJson {
+                    sandbox_id: &s.id,
+                    pod_name: m.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
+                    namespace: m.as_ref().map(|m| m.namespace.as_str()).unwrap_or(""),
+                    uid: m.as_ref().map(|m| m.uid.as_str()).unwrap_or(""),
+                    runtime: s.runtime.as_str(),
+                    runtime_handler: m.as_ref().map(|m| m.runtime_handler.as_str()).unwrap_or(""),
+                    cri_metadata: m.is_some(),
+                    discovered_at: unix(s.discovered_at),
+                    last_scrape: r.as_ref().map(|r| ScrapeJson {
+                        ok: r.ok(),
+                        at: unix(r.finished_at),
+                        duration_seconds: r.duration().as_secs_f64(),
+                        samples: r
+                            .outcome
+                            .as_ref()
+                            .map(|e| e.rendered.sample_count())
+                            .unwrap_or(0),
+                        error: r.outcome.as_ref().err().map(|f| f.message.clone()),
+                    }),
+                })
+                .collect();
+            match serde_json::to_vec(&items) {
+                Ok(body) => {
+                    ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+                Err(e) => text_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
+    }
+}
+
+/// The shim's agent URL (`vsock://<cid>:1024` …), with a trailing newline
+/// as kata-monitor writes it. Shim errors are errors here, not 200s.
+pub async fn agent_url(
+    State(app): State<Arc<App>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let sandbox = match lookup_sandbox(&app, &query) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    match app.shim.get(&sandbox.socket, "/agent-url").await {
+        Ok(resp) => {
+            let url = String::from_utf8_lossy(&resp.body).trim().to_string();
+            if url.is_empty() {
+                // runtime-rs answers 200 with an empty body when it fails.
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "shim of sandbox {} returned an empty agent URL\n",
+                        sandbox.id
+                    ),
+                );
+            }
+            text_response(StatusCode::OK, format!("{url}\n"))
+        }
+        Err(e) => text_response(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "failed to get the agent URL of sandbox {}: {e}\n",
+                sandbox.id
+            ),
+        ),
+    }
+}

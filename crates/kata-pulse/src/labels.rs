@@ -1,0 +1,104 @@
+//! Keeps the registry's pod metadata in step with CRI.
+//!
+//! Runs beside discovery and scrapes, never in their way: a CRI outage only
+//! means empty `cri_*` labels until it answers again. It asks CRI
+//! - at once when a sandbox without metadata appears,
+//! - with growing back-off while CRI fails (0.5 s up to 10 s),
+//! - again soon while some sandbox is still unknown (1 s doubling to 30 s;
+//!   kata-monitor asked every 5 s forever),
+//! - every 30 s otherwise, so renamed or re-created pods are seen.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cri::CriClient;
+use crate::registry::Registry;
+
+const REFRESH: Duration = Duration::from_secs(30);
+const ERROR_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
+const UNKNOWN_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), REFRESH);
+/// Floor between two calls, so a burst of new sandboxes is one call.
+const MIN_GAP: Duration = Duration::from_millis(200);
+
+/// CRI health, for the agent's own metrics and `/readyz` details.
+#[derive(Debug, Default)]
+pub struct CriStats {
+    pub up: AtomicBool,
+    pub requests_ok: AtomicU64,
+    pub requests_failed: AtomicU64,
+    /// Unix time of the last successful call, in milliseconds.
+    pub last_success_ms: AtomicU64,
+}
+
+/// Runs until the task is dropped.
+pub async fn run(client: CriClient, registry: Arc<Registry>, stats: Arc<CriStats>) {
+    let mut error_delay = ERROR_BACKOFF.0;
+    let mut unknown_delay = UNKNOWN_BACKOFF.0;
+    let mut was_up: Option<bool> = None;
+    loop {
+        let wait = match client.list_pod_sandboxes().await {
+            Ok(pods) => {
+                stats.up.store(true, Ordering::Relaxed);
+                stats.requests_ok.fetch_add(1, Ordering::Relaxed);
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                stats.last_success_ms.store(now_ms, Ordering::Relaxed);
+                if was_up == Some(false) {
+                    tracing::info!("CRI runtime answers again");
+                }
+                was_up = Some(true);
+                error_delay = ERROR_BACKOFF.0;
+                for id in registry.apply_cri(pods) {
+                    match registry.meta(&id) {
+                        Some(m) => tracing::info!(sandbox_id = %id, cri_name = %m.name,
+                            cri_namespace = %m.namespace, cri_uid = %m.uid,
+                            runtime_handler = %m.runtime_handler, "sandbox labelled from CRI"),
+                        None => {
+                            tracing::debug!(sandbox_id = %id, "CRI no longer knows this sandbox")
+                        }
+                    }
+                }
+                let unknown = registry.unlabelled_ids();
+                if unknown.is_empty() {
+                    unknown_delay = UNKNOWN_BACKOFF.0;
+                    REFRESH
+                } else {
+                    tracing::debug!(
+                        count = unknown.len(),
+                        "sandboxes still without CRI metadata"
+                    );
+                    let d = unknown_delay;
+                    unknown_delay = (unknown_delay * 2).min(UNKNOWN_BACKOFF.1);
+                    d
+                }
+            }
+            Err(e) => {
+                stats.up.store(false, Ordering::Relaxed);
+                stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+                if was_up != Some(false) {
+                    tracing::warn!(error = %e, "CRI runtime unavailable; sandboxes are served with empty cri_* labels until it answers");
+                } else {
+                    tracing::debug!(error = %e, "CRI runtime still unavailable");
+                }
+                was_up = Some(false);
+                let d = error_delay;
+                error_delay = (error_delay * 2).min(ERROR_BACKOFF.1);
+                d
+            }
+        };
+        tokio::select! {
+            _ = registry.wait_unlabelled() => {
+                // A new sandbox: ask now, unless CRI is known to be down.
+                if was_up == Some(false) {
+                    tokio::time::sleep(error_delay.min(wait)).await;
+                }
+                unknown_delay = UNKNOWN_BACKOFF.0;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        tokio::time::sleep(MIN_GAP).await;
+    }
+}

@@ -1,0 +1,81 @@
+//! Wires the tasks together and serves until a signal arrives.
+
+use std::sync::Arc;
+
+use crate::collect::Collector;
+use crate::config::Config;
+use crate::cri::CriClient;
+use crate::discovery::{self, DiscoveryStats};
+use crate::http::{self, App};
+use crate::labels::{self, CriStats};
+use crate::registry::Registry;
+use crate::self_metrics::RequestStats;
+use crate::shim_client::ShimClient;
+
+/// Runs the agent; returns when SIGINT/SIGTERM arrives or serving fails.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen_address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_address))?;
+    let registry = Registry::new();
+    let discovery_stats = Arc::new(DiscoveryStats::default());
+    let cri_stats = Arc::new(CriStats::default());
+    let shim = ShimClient::new(config.shim_timeout, config.max_shim_body_bytes);
+    let collector = Collector::new(
+        registry.clone(),
+        shim.clone(),
+        config.metrics_interval,
+        config.shim_concurrency,
+    );
+    let cri = CriClient::new(&config.runtime_endpoint, config.cri_timeout)
+        .map_err(|e| anyhow::anyhow!("invalid CRI endpoint: {e}"))?;
+
+    let discovery = tokio::spawn(discovery::run(
+        config.sandbox_roots.clone(),
+        registry.clone(),
+        discovery_stats.clone(),
+    ));
+    let labeller = tokio::spawn(labels::run(cri, registry.clone(), cri_stats.clone()));
+    tracing::info!(
+        listen_address = %config.listen_address,
+        runtime_endpoint = ?config.runtime_endpoint,
+        sandbox_dirs = ?config.sandbox_roots.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>(),
+        metrics_interval_secs = config.metrics_interval.as_secs(),
+        debug_proxy = config.enable_debug_proxy,
+        "kata-pulse serving"
+    );
+    let app = Arc::new(App {
+        config,
+        registry,
+        collector,
+        shim,
+        discovery: discovery_stats,
+        cri: cri_stats,
+        requests: Arc::new(RequestStats::default()),
+    });
+    let result = tokio::select! {
+        r = http::serve(listener, app) => r.map_err(anyhow::Error::from),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    discovery.abort();
+    labeller.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
