@@ -1,0 +1,36 @@
+//! Test bed for end-to-end tests: a real containerd with CRI and a real
+//! Prometheus, run as private processes on the test machine.
+//!
+//! Everything is blocking (std) so tests stay simple; every wait has a
+//! timeout and errors carry the tail of the component's log. Each component
+//! lives in its own temporary folder and is cleaned up on drop, also when a
+//! test panics; the machine's own containerd and its `/run/containerd`,
+//! `/var/lib/containerd`, `/run/vc` and `/run/kata` are never touched.
+//!
+//! Needs root, `containerd`, `runc`, `prometheus`/`promtool` (Debian
+//! packages) and `gcc` with a static libc; `scripts/test.sh` installs them.
+//!
+//! Environment: `KATA_PULSE_BIN_DIR` (where [`workspace_bin`] looks first),
+//! `KATA_PULSE_TESTBED_KEEP=1` (keep temporary folders to inspect after a
+//! failure), `KATA_PULSE_TESTBED_VERBOSE=1` (print start-up timings).
+
+mod containerd;
+mod cri;
+mod http;
+mod image;
+mod prometheus;
+mod util;
+
+pub use containerd::{host_network_pod, Containerd, CRI_NAMESPACE};
+pub use cri::{with_cri, with_cri_channel, CriClient, CriImageClient};
+pub use http::{http_get, url_encode, HttpResponse};
+pub use image::{
+    build_pause_image, oci_arch, oci_image_tar, pause_image_tar, LayerFile, PAUSE_IMAGE,
+};
+pub use prometheus::{
+    promtool_check_metrics, promtool_check_rules, vector_samples, Prometheus, PrometheusBuilder,
+};
+pub use util::{
+    file_tail, find_program, free_port, target_dir, wait_until, workspace_bin, ChildGuard,
+    BIN_DIR_ENV, KEEP_ENV, VERBOSE_ENV,
+};
