@@ -190,7 +190,7 @@ fn pods_to_meta(items: Vec<PodSandbox>) -> HashMap<String, PodMeta> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cri_api::runtime::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
     use cri_api::runtime::v1::{ListPodSandboxResponse, PodSandboxMetadata};
@@ -204,10 +204,10 @@ mod tests {
     /// Fake runtime: fixed answer, or never answers when `hang` is set.
     /// Records whether a request carried a filter.
     #[derive(Clone, Default)]
-    struct FakeCri {
-        pods: Vec<PodSandbox>,
-        hang: bool,
-        saw_filter: Arc<Mutex<Vec<bool>>>,
+    pub(crate) struct FakeCri {
+        pub(crate) pods: Vec<PodSandbox>,
+        pub(crate) hang: bool,
+        pub(crate) saw_filter: Arc<Mutex<Vec<bool>>>,
     }
 
     #[tonic::async_trait]
@@ -229,7 +229,7 @@ mod tests {
         }
     }
 
-    fn serve(fake: FakeCri, sock: &Path) -> JoinHandle<()> {
+    pub(crate) fn serve(fake: FakeCri, sock: &Path) -> JoinHandle<()> {
         let listener = UnixListener::bind(sock).unwrap();
         let incoming = futures_util::stream::unfold(listener, |l| async move {
             let next = l.accept().await.map(|(stream, _)| stream);
@@ -242,7 +242,7 @@ mod tests {
         })
     }
 
-    fn pod(id: &str, state: PodSandboxState, handler: &str) -> PodSandbox {
+    pub(crate) fn pod(id: &str, state: PodSandboxState, handler: &str) -> PodSandbox {
         PodSandbox {
             id: id.into(),
             metadata: Some(PodSandboxMetadata {

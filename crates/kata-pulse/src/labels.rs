@@ -102,3 +102,75 @@ pub async fn run(client: CriClient, registry: Arc<Registry>, stats: Arc<CriStats
         tokio::time::sleep(MIN_GAP).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuntimeKind;
+    use crate::cri::tests::{pod, serve, FakeCri};
+    use crate::registry::Sandbox;
+    use cri_api::runtime::v1::PodSandboxState;
+
+    fn sandbox(id: &str) -> Sandbox {
+        Sandbox {
+            id: id.into(),
+            root: "/r".into(),
+            socket: "/r/x/shim-monitor.sock".into(),
+            runtime: RuntimeKind::Go,
+            discovered_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    async fn eventually(f: impl Fn() -> bool) -> bool {
+        for _ in 0..200 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn labels_arrive_when_cri_comes_up_and_new_sandboxes_are_asked_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("cri.sock");
+        let endpoint = cri_api::Endpoint::Unix(sock.clone());
+        let client = CriClient::new(&endpoint, Duration::from_millis(500)).unwrap();
+        let registry = Registry::new();
+        let stats = Arc::new(CriStats::default());
+        registry.insert(sandbox("s1"));
+        let task = tokio::spawn(run(client, registry.clone(), stats.clone()));
+
+        // CRI down: failures are counted, the sandbox stays unlabelled.
+        assert!(eventually(|| stats.requests_failed.load(Ordering::Relaxed) >= 1).await);
+        assert!(!stats.up.load(Ordering::Relaxed));
+        assert!(registry.meta("s1").is_none());
+
+        // CRI up: labelled within the back-off.
+        let fake = FakeCri {
+            pods: vec![
+                pod("s1", PodSandboxState::SandboxReady, "kata"),
+                pod("s2", PodSandboxState::SandboxReady, "kata"),
+                pod("other", PodSandboxState::SandboxReady, "runc"),
+            ],
+            ..Default::default()
+        };
+        let server = serve(fake, &sock);
+        assert!(eventually(|| registry.meta("s1").is_some()).await);
+        assert_eq!(registry.meta("s1").unwrap().name, "pod-s1");
+        assert!(stats.up.load(Ordering::Relaxed));
+        assert!(
+            registry.meta("other").is_none(),
+            "non-sandbox pods are not kept"
+        );
+
+        // A new sandbox is labelled at once, not after the 30 s refresh.
+        let t = std::time::Instant::now();
+        registry.insert(sandbox("s2"));
+        assert!(eventually(|| registry.meta("s2").is_some()).await);
+        assert!(t.elapsed() < Duration::from_secs(3));
+        task.abort();
+        server.abort();
+    }
+}

@@ -1,0 +1,227 @@
+//! End to end: the real agent binary, a real containerd answering CRI, a
+//! real Prometheus scraping, simulated Kata shims (kata-sim) on the pods'
+//! sandbox ids. Needs root, containerd, runc and prometheus (see
+//! scripts/test.sh, which installs them).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{families, wait_until, Agent, Roots, Sims};
+use kata_sim::{Fault, Flavour};
+use testbed::{host_network_pod, promtool_check_metrics, vector_samples, Containerd, Prometheus};
+
+fn agent_for(roots: &Roots, endpoint: &str) -> Agent {
+    let dirs = roots.arg();
+    Agent::start(&[
+        "--sandbox-dirs",
+        &dirs,
+        "--runtime-endpoint",
+        endpoint,
+        "--metrics-interval-secs",
+        "1",
+    ])
+}
+
+fn ids(agent: &Agent) -> Vec<String> {
+    agent
+        .get("/sandboxes")
+        .text()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn pod_uid(ctd: &Containerd, id: &str) -> String {
+    let pods = ctd.list_pods().expect("list pods");
+    let pod = pods.iter().find(|p| p.id == id).expect("pod listed");
+    pod.metadata.as_ref().expect("metadata").uid.clone()
+}
+
+/// kata-monitor's functional test, against real containerd: a runc pod and
+/// a kata pod; only the kata pod is a sandbox, labelled from CRI; it
+/// disappears within 2 s of its removal.
+#[test]
+fn kata_monitor_functional_scenario() {
+    let ctd = Containerd::start().expect("containerd");
+    let roots = Roots::new();
+    let sims = Sims::new();
+    let runc_id = ctd
+        .run_pod(host_network_pod("plain-pod", "e2e", "runc"))
+        .expect("runc pod");
+    let kata_id = ctd
+        .run_pod(host_network_pod("kata-pod", "e2e", "kata"))
+        .expect("kata pod");
+    let uid = pod_uid(&ctd, &kata_id);
+    // What the Kata runtime would create for the kata pod, and only for it.
+    let shim = sims.start(&roots.go, &kata_id, Flavour::Go, Fault::None);
+    let agent = agent_for(&roots, &ctd.endpoint());
+
+    assert_eq!(ids(&agent), vec![kata_id.clone()]);
+    assert!(!ids(&agent).contains(&runc_id));
+
+    let labels = format!(
+        "sandbox_id=\"{kata_id}\",cri_uid=\"{uid}\",cri_name=\"kata-pod\",cri_namespace=\"e2e\""
+    );
+    let mut text = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            text = agent.get("/metrics").text();
+            text.contains(&labels)
+        }),
+        "CRI labels never arrived; containerd log:\n{}",
+        ctd.log_tail(30)
+    );
+    let series = text.lines().filter(|l| l.contains(&labels)).count();
+    assert!(
+        series >= 200,
+        "only {series} series carry the kata pod's labels"
+    );
+    families(&text);
+
+    let json = agent.get_with("/sandboxes", &[("Accept", "application/json")]);
+    let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(v[0]["runtime_handler"], "kata");
+    assert_eq!(v[0]["pod_name"], "kata-pod");
+    assert_eq!(v[0]["uid"], uid.as_str());
+
+    // Tear the kata pod down as Kata would: shim gone, folder gone, pod removed.
+    let t = Instant::now();
+    sims.rt.block_on(shim.stop()).unwrap();
+    let _ = std::fs::remove_dir_all(roots.go.join(&kata_id));
+    ctd.remove_pod(&kata_id).expect("remove pod");
+    assert!(wait_until(Duration::from_secs(2), || ids(&agent).is_empty()));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    ctd.remove_pod(&runc_id).expect("remove runc pod");
+}
+
+/// A real Prometheus scrapes the agent: target up, every sandbox's series
+/// stored, and promtool parses the body (only Kata's own naming hints).
+#[test]
+fn prometheus_scrapes_every_sandbox() {
+    let roots = Roots::new();
+    let sims = Sims::new();
+    let ids_go = ["a1", "a2"].map(|p| format!("{p}{}", "0".repeat(62)));
+    let id_rs = format!("b1{}", "0".repeat(62));
+    let _shims: Vec<_> = ids_go
+        .iter()
+        .map(|id| sims.start(&roots.go, id, Flavour::Go, Fault::None))
+        .chain([sims.start(&roots.rs, &id_rs, Flavour::RuntimeRs, Fault::None)])
+        .collect();
+    let agent = agent_for(
+        &roots,
+        &format!("unix://{}/none.sock", roots.dir.path().display()),
+    );
+    let target = agent.addr.to_string();
+    let prom = Prometheus::builder()
+        .scrape_interval(Duration::from_secs(1))
+        .static_job("kata-pulse", &[&target])
+        .start()
+        .expect("prometheus");
+
+    prom.wait_for(
+        "up{job=\"kata-pulse\"} == 1",
+        |v| !vector_samples(v).is_empty(),
+        Duration::from_secs(20),
+    )
+    .expect("target never up");
+    let per_sandbox = prom
+        .wait_for(
+            "count by (sandbox_id) ({job=\"kata-pulse\", sandbox_id!=\"\", __name__=~\"kata_(guest|agent|shim)_.+\"})",
+            |v| vector_samples(v).len() == 3,
+            Duration::from_secs(20),
+        )
+        .expect("not every sandbox stored");
+    for (labels, count) in vector_samples(&per_sandbox) {
+        assert!(count >= 200.0, "{labels:?} has only {count} series");
+    }
+    let health = prom
+        .query("kata_pulse_shim_up{job=\"kata-pulse\"}")
+        .unwrap();
+    assert!(vector_samples(&health).iter().all(|(_, v)| *v == 1.0));
+
+    let body = agent.get("/metrics").body;
+    let hints = promtool_check_metrics(&body).expect("promtool rejected the exposition");
+    // Only naming hints on names Kata and kata-monitor chose.
+    let inherited = [
+        "kata_monitor_scrape_count",
+        "kata_monitor_scrape_failed_count",
+        "kata_monitor_running_shim_count",
+        "kata_monitor_scrape_durations_histogram_milliseconds",
+        "kata_shim_rpc_durations_histogram_milliseconds",
+        "kata_shim_agent_rpc_durations_histogram_milliseconds",
+        "kata_agent_scrape_count",
+        "kata_hypervisor_scrape_count",
+    ];
+    for line in hints.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line.split_whitespace().next().unwrap_or("");
+        assert!(
+            inherited.contains(&name),
+            "unexpected promtool finding: {line}"
+        );
+    }
+}
+
+/// The agent starts while containerd is down; containerd comes up and is
+/// restarted under it: labels arrive once CRI answers, and no scrape fails.
+#[test]
+fn cri_outage_and_restart_never_break_scrapes() {
+    let mut ctd = Containerd::start().expect("containerd");
+    let kata_id = ctd
+        .run_pod(host_network_pod("survivor", "e2e", "kata"))
+        .expect("kata pod");
+    let uid = pod_uid(&ctd, &kata_id);
+    ctd.stop().expect("stop containerd");
+
+    let roots = Roots::new();
+    let sims = Sims::new();
+    let _shim = sims.start(&roots.go, &kata_id, Flavour::Go, Fault::None);
+    let agent = agent_for(&roots, &ctd.endpoint());
+    let up = format!("kata_pulse_shim_up{{sandbox_id=\"{kata_id}\",");
+    let labelled = format!("cri_uid=\"{uid}\",cri_name=\"survivor\",cri_namespace=\"e2e\"");
+
+    // Scrape continuously in the background of each phase.
+    let check = |text: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&up))
+            .expect("shim_up series");
+        assert!(line.ends_with(" 1"), "scrape failed: {line}");
+    };
+    let r = agent.get("/metrics");
+    assert_eq!(r.status, 200);
+    check(&r.text());
+    assert!(r.text().contains("kata_pulse_cri_up 0\n"));
+    assert!(!r.text().contains(&labelled));
+
+    ctd.restart().expect("containerd start");
+    let mut labelled_after = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let r = agent.get("/metrics");
+        assert_eq!(r.status, 200);
+        check(&r.text());
+        if r.text().contains(&labelled) {
+            labelled_after = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = labelled_after.expect("labels never arrived after containerd came up");
+    assert!(after < Duration::from_secs(12), "labels took {after:?}");
+
+    // A restart under a running agent: scrapes keep working, labels stay.
+    ctd.restart().expect("containerd restart");
+    for _ in 0..20 {
+        let r = agent.get("/metrics");
+        assert_eq!(r.status, 200);
+        check(&r.text());
+        assert!(r.text().contains(&labelled), "labels lost during restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ctd.remove_pod(&kata_id).expect("remove pod");
+}
