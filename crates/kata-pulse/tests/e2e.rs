@@ -225,3 +225,83 @@ fn cri_outage_and_restart_never_break_scrapes() {
     }
     ctd.remove_pod(&kata_id).expect("remove pod");
 }
+
+/// kata-sim's CRI mode against real containerd: each simulated sandbox is a
+/// real `kata` pod with a running container; the agent labels every one;
+/// when kata-sim exits, its pods are gone from CRI and from the agent.
+#[test]
+fn kata_sim_cri_mode_with_real_containerd() {
+    use std::io::BufRead;
+    let ctd = Containerd::start().expect("containerd");
+    let roots = Roots::new();
+    let sim_bin = testbed::workspace_bin("kata-sim").expect("kata-sim binary");
+    let mut sim = std::process::Command::new(sim_bin)
+        .args([
+            "run",
+            "--go",
+            "2",
+            "--rs",
+            "1",
+            "--events-json",
+            "--containers-per-pod",
+            "1",
+        ])
+        .arg("--go-root")
+        .arg(&roots.go)
+        .arg("--rs-root")
+        .arg(&roots.rs)
+        .arg("--cri-endpoint")
+        .arg(ctd.endpoint())
+        .arg("--container-image")
+        .arg(ctd.pause_image())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kata-sim");
+    let stdout = sim.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut pods = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read event");
+        let ev: serde_json::Value = serde_json::from_str(&line).expect("json event");
+        match ev["event"].as_str() {
+            Some("added") => pods.push(ev),
+            Some("ready") => break,
+            Some("error") => panic!("kata-sim error: {line}\n{}", ctd.log_tail(30)),
+            _ => {}
+        }
+    }
+    assert_eq!(pods.len(), 3);
+    let listed = ctd.list_pods().expect("list pods");
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|p| p.runtime_handler == "kata"));
+
+    let agent = agent_for(&roots, &ctd.endpoint());
+    let text_has_all = |text: &str| {
+        pods.iter().all(|p| {
+            text.contains(&format!(
+                "kata_pulse_shim_up{{sandbox_id=\"{}\",cri_uid=\"{}\",cri_name=\"{}\",cri_namespace=\"{}\"}} 1",
+                p["sandbox_id"].as_str().unwrap(),
+                p["pod_uid"].as_str().unwrap(),
+                p["pod_name"].as_str().unwrap(),
+                p["pod_namespace"].as_str().unwrap(),
+            ))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || text_has_all(
+            &agent.get("/metrics").text()
+        )),
+        "not every kata-sim pod labelled"
+    );
+
+    // SIGTERM: kata-sim removes its pods and sandbox folders.
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(sim.id() as i32, libc::SIGTERM) };
+    let status = sim.wait().expect("wait kata-sim");
+    assert!(status.success(), "kata-sim exit {status}");
+    assert!(
+        ctd.list_pods().expect("list pods").is_empty(),
+        "pods left behind"
+    );
+    assert!(wait_until(Duration::from_secs(2), || ids(&agent).is_empty()));
+}

@@ -151,7 +151,9 @@ impl CriPods {
                 namespace: namespace.clone(),
                 attempt: 0,
             }),
-            hostname: name.clone(),
+            // Host-network pods share the node's UTS namespace: setting a
+            // hostname would make runc fail, as the kubelet knows.
+            hostname: String::new(),
             log_directory: log_dir.display().to_string(),
             labels,
             linux: Some(LinuxPodSandboxConfig {

@@ -279,7 +279,10 @@ async fn cri_mode_creates_and_removes_pods() {
         let cfg = r.config.as_ref().unwrap();
         let md = cfg.metadata.as_ref().unwrap();
         assert_eq!((md.name.as_str(), md.attempt), ("kata-sim-1", 0));
-        assert_eq!(cfg.hostname, "kata-sim-1");
+        assert_eq!(
+            cfg.hostname, "",
+            "host-network pods must not set a hostname"
+        );
         assert!(Path::new(&cfg.log_directory).is_dir());
         let net = cfg
             .linux
