@@ -20,8 +20,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::cadvisor::containers::{ContainerSnapshot, ContainerSource};
 use crate::cri::PodMeta;
-use crate::exposition::{self, ShimExposition};
+use crate::exposition::{self, ShimExposition, Wanted};
 use crate::logging::RateLimit;
 use crate::registry::{Registry, Sandbox};
 use crate::shim_client::ShimClient;
@@ -36,6 +37,8 @@ pub struct ScrapeResult {
     /// Metadata the labels were rendered with; a change forces a new scrape.
     pub meta: Option<Arc<PodMeta>>,
     pub outcome: Result<ShimExposition, ScrapeFailure>,
+    /// Seconds per unit of the guest's `kata_guest_cpu_time`.
+    pub cpu_scale: f64,
 }
 
 impl ScrapeResult {
@@ -65,6 +68,50 @@ pub struct Slot {
     pub failures: AtomicU64,
     pub parse_errors: AtomicU64,
     log_limit: RateLimit,
+    cpu_unit: Mutex<CpuUnit>,
+}
+
+/// Unit of the guest agent's CPU times, learnt from how fast they grow.
+#[derive(Debug, Clone, Copy)]
+struct CpuUnit {
+    /// Seconds per unit: 0.001 (ms, Kata >= 2.5, assumed until measured),
+    /// 0.01 (clock ticks, Kata 2.3.1-2.4) or 1.0 (seconds, older).
+    scale: f64,
+    last: Option<(Instant, f64)>,
+}
+
+impl CpuUnit {
+    /// Feeds the mean per-CPU clock (sum of all items) seen at `at`.
+    fn observe(&mut self, at: Instant, clock: f64) -> f64 {
+        if let Some((t0, c0)) = self.last {
+            let dt = at.saturating_duration_since(t0).as_secs_f64();
+            if dt >= 0.5 {
+                let rate = (clock - c0) / dt;
+                let scale = if (500.0..2000.0).contains(&rate) {
+                    Some(0.001)
+                } else if (50.0..200.0).contains(&rate) {
+                    Some(0.01)
+                } else if (0.5..2.0).contains(&rate) {
+                    Some(1.0)
+                } else {
+                    None
+                };
+                if let Some(scale) = scale {
+                    if scale != self.scale {
+                        tracing::info!(
+                            seconds_per_unit = scale,
+                            "guest agent CPU time unit recognised"
+                        );
+                    }
+                    self.scale = scale;
+                }
+                self.last = Some((at, clock));
+            }
+        } else {
+            self.last = Some((at, clock));
+        }
+        self.scale
+    }
 }
 
 impl Default for Slot {
@@ -76,6 +123,10 @@ impl Default for Slot {
             failures: AtomicU64::new(0),
             parse_errors: AtomicU64::new(0),
             log_limit: RateLimit::new(Duration::from_secs(60)),
+            cpu_unit: Mutex::new(CpuUnit {
+                scale: 0.001,
+                last: None,
+            }),
         }
     }
 }
@@ -83,6 +134,9 @@ impl Default for Slot {
 /// What one request collected, in sandbox-id order.
 pub struct Collection {
     pub sandboxes: Vec<SandboxScrape>,
+    /// CRI containers, when the cAdvisor view is on (`None` if CRI did not
+    /// answer within the deadline).
+    pub containers: Option<Arc<ContainerSnapshot>>,
     pub duration: Duration,
 }
 
@@ -105,6 +159,8 @@ pub struct CollectorStats {
 pub struct Collector {
     registry: Arc<Registry>,
     client: ShimClient,
+    wanted: Wanted,
+    containers: Option<Arc<ContainerSource>>,
     interval: Duration,
     permits: Arc<Semaphore>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -118,9 +174,24 @@ impl Collector {
         interval: Duration,
         concurrency: usize,
     ) -> Arc<Collector> {
+        Self::with_products(registry, client, interval, concurrency, Wanted::ALL, None)
+    }
+
+    /// A collector that derives `wanted` from each body and, with a
+    /// container source, lists CRI containers alongside the shims.
+    pub fn with_products(
+        registry: Arc<Registry>,
+        client: ShimClient,
+        interval: Duration,
+        concurrency: usize,
+        wanted: Wanted,
+        containers: Option<Arc<ContainerSource>>,
+    ) -> Arc<Collector> {
         Arc::new(Collector {
             registry,
             client,
+            wanted,
+            containers,
             interval,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             slots: Mutex::new(HashMap::new()),
@@ -147,6 +218,11 @@ impl Collector {
                 tokio::spawn(async move { this.scrape(sb, slot, requested).await })
             })
             .collect();
+        let containers = self.containers.clone().map(|source| {
+            let ids: std::collections::HashSet<String> =
+                sandboxes.iter().map(|s| s.id.clone()).collect();
+            tokio::spawn(async move { source.snapshot(requested, &ids).await })
+        });
         let deadline = requested + self.deadline();
         let mut out = Vec::with_capacity(sandboxes.len());
         for ((sandbox, slot), handle) in sandboxes.into_iter().zip(slots).zip(handles) {
@@ -165,8 +241,16 @@ impl Collector {
                 result,
             });
         }
+        let containers = match containers {
+            Some(handle) => tokio::time::timeout_at(deadline, handle)
+                .await
+                .ok()
+                .and_then(|r| r.ok()),
+            None => None,
+        };
         Collection {
             sandboxes: out,
+            containers,
             duration: requested.elapsed(),
         }
     }
@@ -194,7 +278,7 @@ impl Collector {
         self.stats.shim_scrapes.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.client.get(&sb.socket, "/metrics").await {
             Ok(resp) => {
-                let exp = exposition::relabel(&resp.body, &sb.id, meta.as_deref());
+                let exp = exposition::relabel(&resp.body, &sb.id, meta.as_deref(), self.wanted);
                 slot.parse_errors
                     .fetch_add(u64::from(exp.parse_errors), Ordering::Relaxed);
                 self.stats
@@ -204,7 +288,7 @@ impl Collector {
                     tracing::warn!(sandbox_id = %sb.id, skipped_lines = exp.parse_errors,
                         first = ?exp.first_errors, "shim metrics had malformed lines; they were skipped");
                 }
-                if exp.rendered.sample_count() == 0 && exp.parse_errors > 0 {
+                if exp.samples == 0 && exp.parse_errors > 0 {
                     Err(ScrapeFailure {
                         reason: "parse",
                         message: format!("no valid sample, {} malformed lines", exp.parse_errors),
@@ -228,12 +312,26 @@ impl Collector {
         } else if was_ok == Some(false) {
             tracing::info!(sandbox_id = %sb.id, "shim scrape recovered");
         }
+        let finished = Instant::now();
+        let cpu_scale = {
+            let mut unit = slot.cpu_unit.lock().unwrap_or_else(|e| e.into_inner());
+            match outcome
+                .as_ref()
+                .ok()
+                .and_then(|e| e.guest.as_ref())
+                .and_then(|g| g.per_cpu_clock)
+            {
+                Some(clock) => unit.observe(finished, clock),
+                None => unit.scale,
+            }
+        };
         let result = Arc::new(ScrapeResult {
             finished_at: std::time::SystemTime::now(),
             started,
-            finished: Instant::now(),
+            finished,
             meta,
             outcome,
+            cpu_scale,
         });
         *last = Some(result.clone());
         *slot.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
@@ -318,6 +416,24 @@ mod tests {
             discovered_at: std::time::SystemTime::now(),
         });
         socket
+    }
+
+    #[test]
+    fn cpu_unit_is_learnt_from_growth() {
+        let t0 = Instant::now();
+        let mut u = CpuUnit {
+            scale: 0.001,
+            last: None,
+        };
+        assert_eq!(u.observe(t0, 1_000_000.0), 0.001);
+        // Ticks: 100 per second of wall time.
+        assert_eq!(u.observe(t0 + Duration::from_secs(10), 1_001_000.0), 0.01);
+        // Too close together: no new decision.
+        assert_eq!(u.observe(t0 + Duration::from_millis(10_100), 9e9), 0.01);
+        // Milliseconds: 1000 per second.
+        assert_eq!(u.observe(t0 + Duration::from_secs(20), 1_011_000.0), 0.001);
+        // Nonsense growth (a reset): keep what was known.
+        assert_eq!(u.observe(t0 + Duration::from_secs(30), 5.0), 0.001);
     }
 
     #[tokio::test]

@@ -107,6 +107,17 @@ pub struct Cli {
     /// default: it exposes profiling of processes running as root.
     #[arg(long, env = "KATA_PULSE_ENABLE_DEBUG_PROXY")]
     pub enable_debug_proxy: bool,
+
+    /// Re-export every shim's raw `kata_*` families (kata-monitor's output).
+    #[arg(long, env = "KATA_PULSE_KATA_METRICS", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub kata_metrics: bool,
+
+    /// Emit cAdvisor-compatible `container_*` series for Kata pods and
+    /// their host cost (`kata_pulse_pod_host_*`).
+    #[arg(long, env = "KATA_PULSE_CADVISOR_METRICS", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub cadvisor_metrics: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +167,8 @@ pub struct Config {
     pub max_shim_body_bytes: usize,
     pub shim_concurrency: usize,
     pub enable_debug_proxy: bool,
+    pub kata_metrics: bool,
+    pub cadvisor_metrics: bool,
 }
 
 /// What `main` should do.
@@ -238,6 +251,8 @@ impl Config {
             max_shim_body_bytes: usize::try_from(cli.max_shim_body_bytes).unwrap_or(usize::MAX),
             shim_concurrency: usize::try_from(cli.shim_concurrency).unwrap_or(32),
             enable_debug_proxy: cli.enable_debug_proxy,
+            kata_metrics: cli.kata_metrics,
+            cadvisor_metrics: cli.cadvisor_metrics,
         })
     }
 }
@@ -377,6 +392,15 @@ mod tests {
             ]
         );
         assert!(!c.enable_debug_proxy);
+        assert!(c.kata_metrics && c.cadvisor_metrics);
+    }
+
+    #[test]
+    fn metric_switches() {
+        let c = run(&["--kata-metrics", "false", "--cadvisor-metrics=true"]).unwrap();
+        assert!(!c.kata_metrics && c.cadvisor_metrics);
+        let (_, code) = run(&["--kata-metrics", "maybe"]).unwrap_err();
+        assert_eq!(code, 2);
     }
 
     #[test]
@@ -487,6 +511,8 @@ mod tests {
             "--max-shim-body-bytes",
             "--shim-concurrency",
             "--enable-debug-proxy",
+            "--kata-metrics",
+            "--cadvisor-metrics",
         ] {
             assert!(text.contains(flag), "missing {flag}");
         }

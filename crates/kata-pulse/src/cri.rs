@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cri_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
-use cri_api::runtime::v1::{ListPodSandboxRequest, PodSandbox, PodSandboxState};
+use cri_api::runtime::v1::{
+    ContainerState, ContainerStatusRequest, ListContainerStatsRequest, ListContainersRequest,
+    ListPodSandboxRequest, PodSandbox, PodSandboxState,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -95,24 +98,154 @@ impl CriClient {
     /// can still label a sandbox that is shutting down. Entries without an id
     /// or metadata are skipped.
     pub async fn list_pod_sandboxes(&self) -> Result<HashMap<String, PodMeta>, CriError> {
-        let mut client = self.client.clone();
-        let mut request = tonic::Request::new(ListPodSandboxRequest { filter: None });
-        // Sent as `grpc-timeout` so the runtime can give up too; the outer
-        // timer below is what guarantees we return on time.
-        request.set_timeout(self.call_timeout);
-
-        let started = Instant::now();
-        let response =
-            match tokio::time::timeout(self.call_timeout, client.list_pod_sandbox(request)).await {
-                Err(_elapsed) => return Err(CriError::Timeout),
-                Ok(Err(status)) => {
-                    let deadline_passed = started.elapsed() >= self.call_timeout;
-                    return Err(classify(status, deadline_passed, &self.endpoint));
-                }
-                Ok(Ok(response)) => response.into_inner(),
-            };
+        let response = self
+            .call(
+                ListPodSandboxRequest { filter: None },
+                |mut c, r| async move { c.list_pod_sandbox(r).await },
+            )
+            .await?;
         Ok(pods_to_meta(response.items))
     }
+
+    /// ListContainers (all states); entries without id or sandbox are skipped.
+    pub async fn list_containers(&self) -> Result<Vec<ContainerInfo>, CriError> {
+        let response = self
+            .call(
+                ListContainersRequest { filter: None },
+                |mut c, r| async move { c.list_containers(r).await },
+            )
+            .await?;
+        Ok(response
+            .containers
+            .into_iter()
+            .filter(|c| !c.id.is_empty() && !c.pod_sandbox_id.is_empty())
+            .map(|c| ContainerInfo {
+                name: c.metadata.map(|m| m.name).unwrap_or_default(),
+                image: c.image.map(|i| i.image).unwrap_or_default(),
+                running: c.state == ContainerState::ContainerRunning as i32,
+                created_at_ns: c.created_at,
+                id: c.id,
+                sandbox_id: c.pod_sandbox_id,
+            })
+            .collect())
+    }
+
+    /// ListContainerStats for every container: container id -> usage.
+    /// For a Kata container the runtime answers from the guest's cgroups.
+    pub async fn list_container_stats(&self) -> Result<HashMap<String, ContainerUsage>, CriError> {
+        let response = self
+            .call(
+                ListContainerStatsRequest { filter: None },
+                |mut c, r| async move { c.list_container_stats(r).await },
+            )
+            .await?;
+        let mut out = HashMap::with_capacity(response.stats.len());
+        for s in response.stats {
+            let Some(id) = s.attributes.map(|a| a.id).filter(|id| !id.is_empty()) else {
+                continue;
+            };
+            let cpu = s.cpu.as_ref();
+            let mem = s.memory.as_ref();
+            let v = |x: &Option<cri_api::runtime::v1::UInt64Value>| x.as_ref().map(|v| v.value);
+            out.insert(
+                id,
+                ContainerUsage {
+                    cpu_ns: cpu.and_then(|c| v(&c.usage_core_nano_seconds)),
+                    memory_usage: mem.and_then(|m| v(&m.usage_bytes)),
+                    working_set: mem.and_then(|m| v(&m.working_set_bytes)),
+                    rss: mem.and_then(|m| v(&m.rss_bytes)),
+                    page_faults: mem.and_then(|m| v(&m.page_faults)),
+                    major_page_faults: mem.and_then(|m| v(&m.major_page_faults)),
+                    swap: s.swap.as_ref().and_then(|w| v(&w.swap_usage_bytes)),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// ContainerStatus: start time and the resources of the container's spec.
+    pub async fn container_spec(&self, id: &str) -> Result<ContainerSpec, CriError> {
+        let req = ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        };
+        let response = self
+            .call(req, |mut c, r| async move { c.container_status(r).await })
+            .await?;
+        let status = response
+            .status
+            .ok_or_else(|| CriError::InvalidResponse("ContainerStatus without status".into()))?;
+        let linux = status.resources.and_then(|r| r.linux);
+        Ok(ContainerSpec {
+            started_at_ns: status.started_at,
+            cpu_period: linux.as_ref().map(|l| l.cpu_period).filter(|v| *v > 0),
+            cpu_quota: linux.as_ref().map(|l| l.cpu_quota).filter(|v| *v > 0),
+            cpu_shares: linux.as_ref().map(|l| l.cpu_shares).filter(|v| *v > 0),
+            memory_limit: linux
+                .as_ref()
+                .map(|l| l.memory_limit_in_bytes)
+                .filter(|v| *v > 0),
+            has_resources: linux.is_some(),
+        })
+    }
+
+    /// One call with the client's deadline: sent as `grpc-timeout` so the
+    /// runtime can give up too, and enforced by an outer timer so we return
+    /// on time whatever the peer does.
+    async fn call<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, CriError>
+    where
+        F: FnOnce(RuntimeServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(self.call_timeout);
+        let started = Instant::now();
+        match tokio::time::timeout(self.call_timeout, f(self.client.clone(), request)).await {
+            Err(_elapsed) => Err(CriError::Timeout),
+            Ok(Err(status)) => {
+                let deadline_passed = started.elapsed() >= self.call_timeout;
+                Err(classify(status, deadline_passed, &self.endpoint))
+            }
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        }
+    }
+}
+
+/// A container as CRI lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub sandbox_id: String,
+    /// Kubernetes container name (`metadata.name`).
+    pub name: String,
+    /// Image as requested (what the kubelet's cAdvisor reports as `image`).
+    pub image: String,
+    pub running: bool,
+    pub created_at_ns: i64,
+}
+
+/// Usage figures of one container; `None` where the runtime left a field unset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerUsage {
+    pub cpu_ns: Option<u64>,
+    pub memory_usage: Option<u64>,
+    pub working_set: Option<u64>,
+    pub rss: Option<u64>,
+    pub page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+    pub swap: Option<u64>,
+}
+
+/// From ContainerStatus; resource fields are `None` when unset or unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub started_at_ns: i64,
+    pub cpu_period: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_shares: Option<i64>,
+    pub memory_limit: Option<i64>,
+    /// False for runtimes that do not report resources (containerd < 1.6.9).
+    pub has_resources: bool,
 }
 
 /// Turns a failed call into the error kind callers act on.

@@ -3,6 +3,7 @@
 
 use prom_text::{FamilyAction, Rendered};
 
+use crate::cadvisor::guest::{self, GuestStats};
 use crate::cri::PodMeta;
 
 /// Label names appended to every shim sample, in kata-monitor's order.
@@ -27,15 +28,39 @@ pub fn family_action(name: &str) -> FamilyAction {
 /// What one parsed body produced.
 #[derive(Debug)]
 pub struct ShimExposition {
+    /// The relabelled families (empty when raw metrics are switched off).
     pub rendered: Rendered,
+    /// Valid samples in the body.
+    pub samples: u64,
+    /// Figures for the cAdvisor view (when switched on).
+    pub guest: Option<GuestStats>,
     pub parse_errors: u32,
     pub first_errors: Vec<(u32, &'static str)>,
     /// Families refused because they use the agent's own prefixes.
     pub dropped_families: u32,
 }
 
-/// Parses and relabels one shim body.
-pub fn relabel(body: &[u8], sandbox_id: &str, meta: Option<&PodMeta>) -> ShimExposition {
+/// Which products of a body are wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub raw: bool,
+    pub guest: bool,
+}
+
+impl Wanted {
+    pub const ALL: Wanted = Wanted {
+        raw: true,
+        guest: true,
+    };
+}
+
+/// Parses one shim body once and derives what is wanted from it.
+pub fn relabel(
+    body: &[u8],
+    sandbox_id: &str,
+    meta: Option<&PodMeta>,
+    wanted: Wanted,
+) -> ShimExposition {
     let parsed = prom_text::parse(body);
     let (uid, name, ns) = meta
         .map(|m| (m.uid.as_str(), m.name.as_str(), m.namespace.as_str()))
@@ -51,9 +76,15 @@ pub fn relabel(body: &[u8], sandbox_id: &str, meta: Option<&PodMeta>) -> ShimExp
         .iter()
         .filter(|f| family_action(f.name) == FamilyAction::Drop)
         .count();
-    let rendered = Rendered::from_exposition(&parsed, &labels, family_action);
+    let rendered = if wanted.raw {
+        Rendered::from_exposition(&parsed, &labels, family_action)
+    } else {
+        Rendered::default()
+    };
     ShimExposition {
         rendered,
+        samples: parsed.samples.len() as u64,
+        guest: wanted.guest.then(|| guest::extract(&parsed)),
         parse_errors: parsed.errors.count,
         first_errors: parsed.errors.first.clone(),
         dropped_families: u32::try_from(dropped).unwrap_or(u32::MAX),
@@ -90,7 +121,7 @@ mod tests {
     #[test]
     fn go_fixture_worked_example() {
         let m = meta();
-        let e = relabel(GO, SB, Some(&m));
+        let e = relabel(GO, SB, Some(&m), Wanted::ALL);
         assert_eq!(e.parse_errors, 0);
         let text = merged(&[&e.rendered]);
         let ids = format!(
@@ -119,7 +150,7 @@ cri_name=\"nginx-6d4cf56db6-k8xqz\",cri_namespace=\"default\""
 
     #[test]
     fn unknown_sandbox_gets_empty_cri_labels() {
-        let e = relabel(b"kata_hypervisor_fds 131\n", SB, None);
+        let e = relabel(b"kata_hypervisor_fds 131\n", SB, None, Wanted::ALL);
         let text = merged(&[&e.rendered]);
         assert!(text.contains(&format!(
             "kata_hypervisor_fds{{sandbox_id=\"{SB}\",cri_uid=\"\",cri_name=\"\",cri_namespace=\"\"}} 131"
@@ -128,8 +159,8 @@ cri_name=\"nginx-6d4cf56db6-k8xqz\",cri_namespace=\"default\""
 
     #[test]
     fn both_fixtures_merge_with_one_type_per_family() {
-        let a = relabel(GO, "aaa", Some(&meta()));
-        let b = relabel(RS, "bbb", None);
+        let a = relabel(GO, "aaa", Some(&meta()), Wanted::ALL);
+        let b = relabel(RS, "bbb", None, Wanted::ALL);
         let text = merged(&[&a.rendered, &b.rendered]);
         let mut seen = std::collections::HashSet::new();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
@@ -159,6 +190,7 @@ cri_name=\"nginx-6d4cf56db6-k8xqz\",cri_namespace=\"default\""
             b"kata_monitor_scrape_count 999\nkata_pulse_x 1\nok 1\n",
             "s",
             None,
+            Wanted::ALL,
         );
         assert_eq!(e.dropped_families, 2);
         assert_eq!(e.rendered.families().len(), 1);

@@ -4,6 +4,7 @@
 //! they are, `collect` scrapes their shims through `shim_client`,
 //! `exposition` relabels the bodies and `http` serves the merge.
 
+pub mod cadvisor;
 pub mod collect;
 pub mod config;
 pub mod cri;

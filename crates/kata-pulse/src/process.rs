@@ -13,6 +13,18 @@ pub struct ProcessStats {
     pub threads: Option<f64>,
 }
 
+/// Host clock ticks per second (USER_HZ), the unit of `/proc/<pid>/stat`
+/// times; the shims report their processes' times in it.
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
 /// Reads the current process's figures.
 pub fn read_self() -> ProcessStats {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::cadvisor::containers::ContainerSource;
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::cri::CriClient;
 use crate::discovery::{self, DiscoveryStats};
+use crate::exposition::Wanted;
 use crate::http::{self, App};
 use crate::labels::{self, CriStats};
 use crate::registry::Registry;
@@ -21,14 +23,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let discovery_stats = Arc::new(DiscoveryStats::default());
     let cri_stats = Arc::new(CriStats::default());
     let shim = ShimClient::new(config.shim_timeout, config.max_shim_body_bytes);
-    let collector = Collector::new(
+    let cri = CriClient::new(&config.runtime_endpoint, config.cri_timeout)
+        .map_err(|e| anyhow::anyhow!("invalid CRI endpoint: {e}"))?;
+    let containers = config
+        .cadvisor_metrics
+        .then(|| ContainerSource::new(cri.clone(), config.metrics_interval));
+    let collector = Collector::with_products(
         registry.clone(),
         shim.clone(),
         config.metrics_interval,
         config.shim_concurrency,
+        Wanted {
+            raw: config.kata_metrics,
+            guest: config.cadvisor_metrics,
+        },
+        containers,
     );
-    let cri = CriClient::new(&config.runtime_endpoint, config.cri_timeout)
-        .map_err(|e| anyhow::anyhow!("invalid CRI endpoint: {e}"))?;
 
     let discovery = tokio::spawn(discovery::run(
         config.sandbox_roots.clone(),
@@ -42,6 +52,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sandbox_dirs = ?config.sandbox_roots.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>(),
         metrics_interval_secs = config.metrics_interval.as_secs(),
         debug_proxy = config.enable_debug_proxy,
+        kata_metrics = config.kata_metrics,
+        cadvisor_metrics = config.cadvisor_metrics,
         "kata-pulse serving"
     );
     let app = Arc::new(App {

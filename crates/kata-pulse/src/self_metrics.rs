@@ -155,7 +155,7 @@ fn per_sandbox(r: &mut Rendered, collection: &Collection) {
         ("kata_pulse_shim_scrape_duration_seconds", "Duration of the last scrape of this sandbox's shim.", MetricType::Gauge,
             |s| s.result.as_ref().map(|r| r.duration().as_secs_f64())),
         ("kata_pulse_shim_samples", "Samples the last successful scrape of this shim produced.", MetricType::Gauge,
-            |s| s.result.as_ref().and_then(|r| r.outcome.as_ref().ok()).map(|e| e.rendered.sample_count() as f64)),
+            |s| s.result.as_ref().and_then(|r| r.outcome.as_ref().ok()).map(|e| e.samples as f64)),
         ("kata_pulse_shim_scrapes_total", "Scrapes of this sandbox's shim (results reused within the metrics interval are not counted).", MetricType::Counter,
             |s| Some(load(&s.slot.attempts))),
         ("kata_pulse_shim_scrape_failures_total", "Failed scrapes of this sandbox's shim (connect, timeout, HTTP status, body size, unparseable body).", MetricType::Counter,

@@ -54,6 +54,28 @@ fn escape_with(s: &str, quotes: bool) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Undoes label-value escaping (`\\`, `\"`, `\n`), for values that are
+/// used as data rather than copied to the output.
+pub fn unescape_label_value(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains('\\') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Checks that an already-escaped label value (as found between quotes in
 /// the input) uses only the escapes the format allows, so it can be copied
 /// to the output verbatim.
@@ -115,6 +137,16 @@ mod tests {
         assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(escape_label_value("l1\nl2"), "l1\\nl2");
         assert_eq!(escape_help(r#"say "hi"\"#), r#"say "hi"\\"#);
+    }
+
+    #[test]
+    fn unescaping() {
+        assert_eq!(unescape_label_value("eth0"), "eth0");
+        assert_eq!(unescape_label_value(r#"a\"b\\c\nd"#), "a\"b\\c\nd");
+        assert_eq!(
+            unescape_label_value(&escape_label_value("x\"y\\z\n")),
+            "x\"y\\z\n"
+        );
     }
 
     #[test]

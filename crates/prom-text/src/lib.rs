@@ -15,7 +15,10 @@ mod merge;
 mod parse;
 mod render;
 
-pub use escape::{escape_help, escape_label_value, is_valid_label_name, is_valid_metric_name};
+pub use escape::{
+    escape_help, escape_label_value, is_valid_label_name, is_valid_metric_name,
+    unescape_label_value,
+};
 pub use merge::{merge, merge_stats, FamilyFilter, MergeStats};
 pub use parse::{parse, Exposition, Family, Label, ParseErrors, Sample};
 pub use render::{FamilyAction, Rendered, RenderedFamily};

@@ -13,6 +13,7 @@ use prom_text::Rendered;
 
 use super::negotiate::gzip_accepted;
 use super::{lookup_sandbox, text_response, App};
+use crate::cadvisor;
 use crate::self_metrics::{self, Sources};
 
 pub async fn metrics(
@@ -57,13 +58,49 @@ pub async fn metrics(
         },
         &collection,
     );
-    let mut parts = Vec::with_capacity(shims.len() + 1);
+    let cadvisor = app
+        .config
+        .cadvisor_metrics
+        .then(|| cadvisor_part(&collection));
+    let mut parts = Vec::with_capacity(shims.len() + 2);
     parts.push(&own);
+    parts.extend(cadvisor.as_ref());
     parts.extend(shims.iter().copied());
     let size: usize = parts.iter().map(|p| p.heap_bytes()).sum();
     let mut body = Vec::with_capacity(size);
     prom_text::merge(&parts, &keep, &mut body);
     exposition_response(body, None, &headers)
+}
+
+/// The cAdvisor-compatible series of this collection.
+fn cadvisor_part(collection: &crate::collect::Collection) -> Rendered {
+    let pods: Vec<cadvisor::PodInput<'_>> = collection
+        .sandboxes
+        .iter()
+        .map(|s| {
+            let ok = s
+                .result
+                .as_ref()
+                .and_then(|r| r.outcome.as_ref().ok().map(|e| (r, e)));
+            cadvisor::PodInput {
+                sandbox_id: &s.sandbox.id,
+                namespace: s.meta.as_ref().map(|m| m.namespace.as_str()).unwrap_or(""),
+                pod: s.meta.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
+                guest: ok.and_then(|(_, e)| e.guest.as_ref()),
+                cpu_scale: ok.map(|(r, _)| r.cpu_scale).unwrap_or(0.001),
+            }
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    cadvisor::render(
+        &pods,
+        collection.containers.as_deref(),
+        now,
+        crate::process::clock_ticks(),
+    )
 }
 
 /// `filter_family=a,b`: prefixes to keep; empty elements are ignored (in

@@ -1,0 +1,137 @@
+//! Kata containers as CRI reports them: names and images
+//! (`ListContainers`), usage from inside the guest (`ListContainerStats`,
+//! which the Kata shim answers from the guest's cgroups) and limits
+//! (`ContainerStatus`).
+//!
+//! A snapshot is taken per `/metrics` request with the collector's rules:
+//! shared by concurrent requests, reused within the metrics interval, never
+//! waiting past the CRI deadline.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::cri::{ContainerInfo, ContainerSpec, ContainerUsage, CriClient};
+use crate::logging::RateLimit;
+
+/// How long a container's spec (limits, start time) is reused.
+const SPEC_TTL: Duration = Duration::from_secs(60);
+/// ContainerStatus calls per snapshot at most (new containers first).
+const MAX_SPEC_CALLS: usize = 64;
+
+/// What CRI said about containers at one point in time.
+#[derive(Debug, Default)]
+pub struct ContainerSnapshot {
+    pub taken: Option<Instant>,
+    pub containers: Vec<ContainerInfo>,
+    pub usage: HashMap<String, ContainerUsage>,
+    pub specs: HashMap<String, ContainerSpec>,
+    pub error: Option<String>,
+}
+
+pub struct ContainerSource {
+    cri: CriClient,
+    interval: Duration,
+    last: tokio::sync::Mutex<Option<Arc<ContainerSnapshot>>>,
+    specs: std::sync::Mutex<HashMap<String, (Instant, ContainerSpec)>>,
+    log_limit: RateLimit,
+}
+
+impl ContainerSource {
+    pub fn new(cri: CriClient, interval: Duration) -> Arc<ContainerSource> {
+        Arc::new(ContainerSource {
+            cri,
+            interval,
+            last: tokio::sync::Mutex::new(None),
+            specs: std::sync::Mutex::new(HashMap::new()),
+            log_limit: RateLimit::new(Duration::from_secs(60)),
+        })
+    }
+
+    /// Containers of the given sandboxes, fresh for a request that arrived
+    /// at `requested` (or younger than the interval).
+    pub async fn snapshot(
+        &self,
+        requested: Instant,
+        sandboxes: &HashSet<String>,
+    ) -> Arc<ContainerSnapshot> {
+        let mut last = self.last.lock().await;
+        if let Some(prev) = last.as_ref() {
+            if let Some(taken) = prev.taken {
+                if taken >= requested || taken.elapsed() < self.interval {
+                    return prev.clone();
+                }
+            }
+        }
+        let started = Instant::now();
+        let (containers, usage) =
+            tokio::join!(self.cri.list_containers(), self.cri.list_container_stats());
+        let snap = match (containers, usage) {
+            (Ok(containers), Ok(usage)) => {
+                let containers: Vec<ContainerInfo> = containers
+                    .into_iter()
+                    .filter(|c| c.running && sandboxes.contains(&c.sandbox_id))
+                    .collect();
+                let ids: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+                let usage = usage
+                    .into_iter()
+                    .filter(|(id, _)| ids.contains(id.as_str()))
+                    .collect();
+                let specs = self.specs_for(&containers).await;
+                ContainerSnapshot {
+                    taken: Some(started),
+                    containers,
+                    usage,
+                    specs,
+                    error: None,
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                if self.log_limit.allow() {
+                    tracing::warn!(error = %e, "cannot list containers from CRI; container series are missing until it answers");
+                }
+                ContainerSnapshot {
+                    taken: Some(started),
+                    error: Some(e.to_string()),
+                    ..ContainerSnapshot::default()
+                }
+            }
+        };
+        let snap = Arc::new(snap);
+        *last = Some(snap.clone());
+        snap
+    }
+
+    /// Specs of `containers`, from the cache or ContainerStatus.
+    async fn specs_for(&self, containers: &[ContainerInfo]) -> HashMap<String, ContainerSpec> {
+        let stale: Vec<&str> = {
+            let mut cache = self.specs.lock().unwrap_or_else(|e| e.into_inner());
+            let live: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+            cache.retain(|id, _| live.contains(id.as_str()));
+            containers
+                .iter()
+                .map(|c| c.id.as_str())
+                .filter(|id| cache.get(*id).is_none_or(|(t, _)| t.elapsed() >= SPEC_TTL))
+                .take(MAX_SPEC_CALLS)
+                .collect()
+        };
+        let fetched =
+            futures_util::future::join_all(stale.iter().map(|id| self.cri.container_spec(id)))
+                .await;
+        let mut cache = self.specs.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, result) in stale.iter().zip(fetched) {
+            match result {
+                Ok(spec) => {
+                    cache.insert(id.to_string(), (Instant::now(), spec));
+                }
+                Err(e) => tracing::debug!(container_id = id, error = %e, "ContainerStatus failed"),
+            }
+        }
+        containers
+            .iter()
+            .filter_map(|c| cache.get(&c.id).map(|(_, s)| (c.id.clone(), s.clone())))
+            .collect()
+    }
+}

@@ -1,0 +1,394 @@
+//! The few figures the cAdvisor view needs, picked out of a parsed shim
+//! body while it is at hand (the body itself is not kept).
+
+use prom_text::{unescape_label_value, Exposition, Family};
+
+/// `kata_guest_cpu_time{cpu="total"}` items, in the agent's unit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuTimes {
+    pub user: f64,
+    pub nice: f64,
+    pub system: f64,
+    pub irq: f64,
+    pub softirq: f64,
+}
+
+/// `kata_guest_meminfo` items used, in bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemInfo {
+    pub mem_total: Option<f64>,
+    pub mem_free: Option<f64>,
+    pub inactive_file: Option<f64>,
+    pub anon_pages: Option<f64>,
+    pub cached: Option<f64>,
+    pub buffers: Option<f64>,
+    pub mapped: Option<f64>,
+    pub swap_total: Option<f64>,
+    pub swap_free: Option<f64>,
+}
+
+/// One guest interface from `kata_guest_netdev_stat`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetDev {
+    pub interface: String,
+    pub recv_bytes: Option<f64>,
+    pub recv_packets: Option<f64>,
+    pub recv_errs: Option<f64>,
+    pub recv_drop: Option<f64>,
+    pub sent_bytes: Option<f64>,
+    pub sent_packets: Option<f64>,
+    pub sent_errs: Option<f64>,
+    pub sent_drop: Option<f64>,
+}
+
+/// One guest block device from `kata_guest_diskstat`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Disk {
+    pub name: String,
+    pub reads: Option<f64>,
+    pub writes: Option<f64>,
+    pub sectors_read: Option<f64>,
+    pub sectors_written: Option<f64>,
+}
+
+/// A host process of the sandbox (shim, hypervisor, virtiofsd).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostProcess {
+    pub component: &'static str,
+    /// utime + stime, in host clock ticks.
+    pub cpu_ticks: Option<f64>,
+    pub rss_bytes: Option<f64>,
+    pub threads: Option<f64>,
+    pub fds: Option<f64>,
+}
+
+/// What one shim body says about its VM and its host processes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GuestStats {
+    pub cpu: Option<CpuTimes>,
+    /// Mean over the per-CPU series of the sum of all their items: grows by
+    /// one second of wall time per second, whatever the unit, which is how
+    /// the unit is recognised.
+    pub per_cpu_clock: Option<f64>,
+    pub mem: MemInfo,
+    pub net: Vec<NetDev>,
+    /// Whole disks only (partitions, loop, ram and device-mapper devices
+    /// would count the same I/O twice).
+    pub disks: Vec<Disk>,
+    /// `kata_guest_tasks{item="max"}`: threads existing in the guest.
+    pub threads: Option<f64>,
+    pub host: Vec<HostProcess>,
+}
+
+/// Picks the figures out of a parsed shim body.
+pub fn extract(exp: &Exposition<'_>) -> GuestStats {
+    // The Go shim reports /proc/<pid>/status sizes in bytes, the Rust
+    // runtime-rs shim in kB; only the Go shim exports Go runtime metrics.
+    let go_shim = exp.families.iter().any(|f| f.name.starts_with("go_"));
+    let status_scale = if go_shim { 1.0 } else { 1024.0 };
+    GuestStats {
+        cpu: cpu_total(exp),
+        per_cpu_clock: per_cpu_clock(exp),
+        mem: meminfo(exp),
+        net: netdevs(exp),
+        disks: whole_disks(exp),
+        threads: item(exp, "kata_guest_tasks", "max"),
+        host: ["shim", "hypervisor", "virtiofsd"]
+            .into_iter()
+            .filter_map(|c| host_process(exp, c, status_scale))
+            .collect(),
+    }
+}
+
+fn family<'e, 'a>(exp: &'e Exposition<'a>, name: &str) -> Option<&'e Family<'a>> {
+    exp.family(name)
+}
+
+/// Value of the sample of `family` whose only distinguishing label is
+/// `item`.
+fn item(exp: &Exposition<'_>, name: &str, want: &str) -> Option<f64> {
+    let fam = family(exp, name)?;
+    exp.samples_of(fam)
+        .iter()
+        .find(|s| exp.label(s, "item") == Some(want))
+        .map(|s| s.value)
+        .filter(|v| v.is_finite())
+}
+
+fn plain(exp: &Exposition<'_>, name: &str) -> Option<f64> {
+    let fam = family(exp, name)?;
+    exp.samples_of(fam)
+        .first()
+        .map(|s| s.value)
+        .filter(|v| v.is_finite())
+}
+
+fn cpu_total(exp: &Exposition<'_>) -> Option<CpuTimes> {
+    let fam = family(exp, "kata_guest_cpu_time")?;
+    let mut t = CpuTimes::default();
+    let mut seen = false;
+    for s in exp.samples_of(fam) {
+        if exp.label(s, "cpu") != Some("total") || !s.value.is_finite() {
+            continue;
+        }
+        let slot = match exp.label(s, "item") {
+            Some("user") => &mut t.user,
+            Some("nice") => &mut t.nice,
+            Some("system") => &mut t.system,
+            Some("irq") => &mut t.irq,
+            Some("softirq") => &mut t.softirq,
+            _ => continue,
+        };
+        *slot = s.value;
+        seen = true;
+    }
+    seen.then_some(t)
+}
+
+fn per_cpu_clock(exp: &Exposition<'_>) -> Option<f64> {
+    let fam = family(exp, "kata_guest_cpu_time")?;
+    // Items that partition a CPU's time (guest/guest_nice are inside user/nice).
+    const PARTS: [&str; 8] = [
+        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+    ];
+    let mut sum = 0.0;
+    let mut cpus = std::collections::HashSet::new();
+    for s in exp.samples_of(fam) {
+        let Some(cpu) = exp.label(s, "cpu") else {
+            continue;
+        };
+        if cpu == "total" || !s.value.is_finite() {
+            continue;
+        }
+        if exp.label(s, "item").is_some_and(|i| PARTS.contains(&i)) {
+            sum += s.value;
+            cpus.insert(cpu);
+        }
+    }
+    (!cpus.is_empty()).then(|| sum / cpus.len() as f64)
+}
+
+fn meminfo(exp: &Exposition<'_>) -> MemInfo {
+    let m = |i: &str| item(exp, "kata_guest_meminfo", i);
+    MemInfo {
+        mem_total: m("mem_total"),
+        mem_free: m("mem_free"),
+        inactive_file: m("inactive_file"),
+        anon_pages: m("anon_pages"),
+        cached: m("cached"),
+        buffers: m("buffers"),
+        mapped: m("mapped"),
+        swap_total: m("swap_total"),
+        swap_free: m("swap_free"),
+    }
+}
+
+fn netdevs(exp: &Exposition<'_>) -> Vec<NetDev> {
+    let Some(fam) = family(exp, "kata_guest_netdev_stat") else {
+        return Vec::new();
+    };
+    let mut out: Vec<NetDev> = Vec::new();
+    for s in exp.samples_of(fam) {
+        let (Some(iface), Some(it)) = (exp.label(s, "interface"), exp.label(s, "item")) else {
+            continue;
+        };
+        let iface = unescape_label_value(iface);
+        // Loopback traffic never leaves the VM; cAdvisor skips it too.
+        if iface == "lo" || !s.value.is_finite() {
+            continue;
+        }
+        let idx = match out.iter().position(|n| n.interface == iface) {
+            Some(i) => i,
+            None => {
+                out.push(NetDev {
+                    interface: iface.into_owned(),
+                    ..NetDev::default()
+                });
+                out.len() - 1
+            }
+        };
+        let n = &mut out[idx];
+        let slot = match it {
+            "recv_bytes" => &mut n.recv_bytes,
+            "recv_packets" => &mut n.recv_packets,
+            "recv_errs" => &mut n.recv_errs,
+            "recv_drop" => &mut n.recv_drop,
+            "sent_bytes" => &mut n.sent_bytes,
+            "sent_packets" => &mut n.sent_packets,
+            "sent_errs" => &mut n.sent_errs,
+            "sent_drop" => &mut n.sent_drop,
+            _ => continue,
+        };
+        *slot = Some(s.value);
+    }
+    out
+}
+
+fn whole_disks(exp: &Exposition<'_>) -> Vec<Disk> {
+    let Some(fam) = family(exp, "kata_guest_diskstat") else {
+        return Vec::new();
+    };
+    let mut all: Vec<Disk> = Vec::new();
+    for s in exp.samples_of(fam) {
+        let (Some(disk), Some(it)) = (exp.label(s, "disk"), exp.label(s, "item")) else {
+            continue;
+        };
+        if !s.value.is_finite() {
+            continue;
+        }
+        let disk = unescape_label_value(disk);
+        let idx = match all.iter().position(|d| d.name == disk) {
+            Some(i) => i,
+            None => {
+                all.push(Disk {
+                    name: disk.into_owned(),
+                    ..Disk::default()
+                });
+                all.len() - 1
+            }
+        };
+        let d = &mut all[idx];
+        let slot = match it {
+            "reads" => &mut d.reads,
+            "writes" => &mut d.writes,
+            "sectors_read" => &mut d.sectors_read,
+            "sectors_written" => &mut d.sectors_written,
+            _ => continue,
+        };
+        *slot = Some(s.value);
+    }
+    let names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
+    all.retain(|d| is_whole_disk(&d.name, &names));
+    all
+}
+
+/// A partition is named after its disk plus a number (`sda1`, `vdb2`) or
+/// `p` and a number (`pmem0p1`, `nvme0n1p1`, `mmcblk0p1`); virtual devices
+/// (`loop`, `ram`, `zram`, `dm-`) sit on top of real disks.
+pub fn is_whole_disk(name: &str, all: &[String]) -> bool {
+    if ["loop", "ram", "zram", "dm-", "md", "nbd"]
+        .iter()
+        .any(|p| name.starts_with(p))
+    {
+        return false;
+    }
+    !all.iter().any(|parent| {
+        parent != name
+            && name.strip_prefix(parent.as_str()).is_some_and(|rest| {
+                let digits = rest.strip_prefix('p').unwrap_or(rest);
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+    })
+}
+
+fn host_process(
+    exp: &Exposition<'_>,
+    component: &'static str,
+    status_scale: f64,
+) -> Option<HostProcess> {
+    let stat = format!("kata_{component}_proc_stat");
+    let cpu_ticks = match (item(exp, &stat, "utime"), item(exp, &stat, "stime")) {
+        (Some(u), Some(s)) => Some(u + s),
+        _ => None,
+    };
+    let p = HostProcess {
+        component,
+        cpu_ticks,
+        rss_bytes: item(exp, &format!("kata_{component}_proc_status"), "vmrss")
+            .map(|v| v * status_scale),
+        threads: plain(exp, &format!("kata_{component}_threads")),
+        fds: plain(exp, &format!("kata_{component}_fds")),
+    };
+    // The Go shim always exports hypervisor/virtiofsd threads and fds, as 0
+    // when there is no such process: that is not a process.
+    let exists = p.cpu_ticks.is_some() || p.rss_bytes.is_some() || p.threads.unwrap_or(0.0) > 0.0;
+    exists.then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GO: &[u8] = include_bytes!("../../../../fixtures/shim-metrics-go-qemu.prom");
+    const RS: &[u8] =
+        include_bytes!("../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
+
+    #[test]
+    fn go_fixture_figures() {
+        let g = extract(&prom_text::parse(GO));
+        // Fixture: cpu="total" user 22540, nice 10, system 18290, irq 0, softirq 840 (ms).
+        assert_eq!(
+            g.cpu,
+            Some(CpuTimes {
+                user: 22540.0,
+                nice: 10.0,
+                system: 18290.0,
+                irq: 0.0,
+                softirq: 840.0
+            })
+        );
+        assert_eq!(g.mem.mem_total, Some(2_061_795_328.0));
+        assert_eq!(g.mem.mem_free, Some(1_825_239_040.0));
+        assert_eq!(g.mem.inactive_file, Some(95_354_880.0));
+        assert_eq!(g.mem.swap_total, Some(0.0));
+        // lo is skipped; eth0 kept with transmit items named sent_*.
+        assert_eq!(g.net.len(), 1);
+        assert_eq!(g.net[0].interface, "eth0");
+        assert!(g.net[0].sent_bytes.is_some());
+        // pmem0p1 is a partition of pmem0.
+        let disks: Vec<&str> = g.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(disks, vec!["pmem0", "sda"]);
+        assert_eq!(g.disks[0].sectors_read, Some(101_232.0));
+        assert_eq!(g.threads, Some(87.0));
+        // Go shim: vmrss in bytes; shim, hypervisor and virtiofsd processes.
+        let comps: Vec<&str> = g.host.iter().map(|h| h.component).collect();
+        assert_eq!(comps, vec!["shim", "hypervisor", "virtiofsd"]);
+        let shim = &g.host[0];
+        assert_eq!(shim.cpu_ticks, Some(229.0 + 142.0));
+        assert_eq!(shim.rss_bytes, Some(43_646_976.0));
+        assert_eq!(g.host[1].cpu_ticks, Some(17381.0 + 9926.0));
+    }
+
+    #[test]
+    fn runtime_rs_fixture_uses_kilobytes() {
+        let g = extract(&prom_text::parse(RS));
+        let shim = g.host.iter().find(|h| h.component == "shim").unwrap();
+        // kata_shim_proc_status{item="vmrss"} 316212 kB.
+        assert_eq!(shim.rss_bytes, Some(316_212.0 * 1024.0));
+        assert_eq!(shim.cpu_ticks, Some(13027.0 + 8114.0));
+        // Dragonball runs inside the shim: no separate hypervisor process.
+        assert!(g.host.iter().all(|h| h.component != "hypervisor"));
+        assert!(g.cpu.is_some());
+    }
+
+    #[test]
+    fn partitions_and_virtual_devices() {
+        let all: Vec<String> = [
+            "sda",
+            "sda1",
+            "vdb",
+            "vdb12",
+            "pmem0",
+            "pmem0p1",
+            "nvme0n1",
+            "nvme0n1p2",
+            "loop0",
+            "dm-0",
+            "sdb",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let whole: Vec<&String> = all.iter().filter(|d| is_whole_disk(d, &all)).collect();
+        assert_eq!(whole, vec!["sda", "vdb", "pmem0", "nvme0n1", "sdb"]);
+    }
+
+    #[test]
+    fn per_cpu_clock_is_a_mean_over_cpus() {
+        let body = b"kata_guest_cpu_time{cpu=\"0\",item=\"user\"} 100\nkata_guest_cpu_time{cpu=\"0\",item=\"idle\"} 900\n\
+kata_guest_cpu_time{cpu=\"1\",item=\"idle\"} 1000\nkata_guest_cpu_time{cpu=\"1\",item=\"guest\"} 50\n\
+kata_guest_cpu_time{cpu=\"total\",item=\"idle\"} 1900\n";
+        let g = extract(&prom_text::parse(body));
+        assert_eq!(g.per_cpu_clock, Some(1000.0));
+    }
+}

@@ -1,0 +1,586 @@
+//! cAdvisor-compatible `container_*` series for Kata pods, and the host-side
+//! cost of each pod (`kata_pulse_pod_host_*`).
+//!
+//! Names, types, HELP texts, label names and units are those of the
+//! kubelet's `/metrics/cadvisor`, so kubernetes-mixin rules and dashboards
+//! work on them. Where each value comes from is documented, family by
+//! family, in docs/cadvisor.md; the short version:
+//! - per container (`container="<name>"`): CRI `ListContainerStats`, which
+//!   a Kata shim answers from the container's cgroup inside the guest, plus
+//!   `ListContainers` and `ContainerStatus`;
+//! - per pod (`container=""`, `image=""`): the guest-wide figures of the
+//!   kata agent (`kata_guest_*`), i.e. the whole VM;
+//! - host cost: the shim, hypervisor and virtiofsd process figures.
+//!
+//! The `id` label is `/kata/<sandbox id>` for the pod and
+//! `/kata/<sandbox id>/<container id>` for a container: the kubelet's own
+//! cAdvisor reports the pod's host cgroup (the VM seen from outside) under
+//! its cgroup path, so a distinct id keeps the two views from ever being
+//! the same series.
+
+pub mod containers;
+pub mod guest;
+
+use std::collections::HashMap;
+
+use prom_text::{MetricType, Rendered};
+
+use crate::cri::ContainerInfo;
+use containers::ContainerSnapshot;
+use guest::GuestStats;
+
+/// One Kata pod as the cAdvisor view needs it.
+pub struct PodInput<'a> {
+    pub sandbox_id: &'a str,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    /// `None` when the last scrape of the shim failed.
+    pub guest: Option<&'a GuestStats>,
+    /// Seconds per unit of `kata_guest_cpu_time` (0.001 for milliseconds).
+    pub cpu_scale: f64,
+}
+
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+
+/// Writes one family: `values` yields (extra labels, value) per series.
+struct Writer<'r> {
+    out: &'r mut Rendered,
+}
+
+impl Writer<'_> {
+    fn family<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        series: impl IntoIterator<Item = (Labels<'a>, f64)>,
+    ) {
+        self.out.begin_family(name, help, kind);
+        for (mut labels, value) in series {
+            if !value.is_finite() || value < 0.0 {
+                continue;
+            }
+            // client_golang (the kubelet) writes labels sorted by name.
+            labels.sort_by(|a, b| a.0.cmp(b.0));
+            self.out.sample("", &labels, value);
+        }
+    }
+}
+
+/// A container of a known pod, with its documented `id`.
+struct Ctr<'a> {
+    info: &'a ContainerInfo,
+    pod: usize,
+    id: String,
+}
+
+struct Ctx<'a> {
+    pods: &'a [PodInput<'a>],
+    pod_ids: Vec<String>,
+    containers: Vec<Ctr<'a>>,
+    snap: Option<&'a ContainerSnapshot>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(pods: &'a [PodInput<'a>], snap: Option<&'a ContainerSnapshot>) -> Ctx<'a> {
+        let by_sandbox: HashMap<&str, usize> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.sandbox_id, i))
+            .collect();
+        let containers = snap
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .filter_map(|c| {
+                        by_sandbox.get(c.sandbox_id.as_str()).map(|i| Ctr {
+                            info: c,
+                            pod: *i,
+                            id: format!("/kata/{}/{}", c.sandbox_id, c.id),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ctx {
+            pods,
+            pod_ids: pods
+                .iter()
+                .map(|p| format!("/kata/{}", p.sandbox_id))
+                .collect(),
+            containers,
+            snap,
+        }
+    }
+
+    fn pod_labels(&self, i: usize) -> Labels<'_> {
+        vec![
+            ("container", ""),
+            ("id", self.pod_ids[i].as_str()),
+            ("image", ""),
+            ("name", ""),
+            ("namespace", self.pods[i].namespace),
+            ("pod", self.pods[i].pod),
+        ]
+    }
+
+    fn ctr_labels(&self, c: &'a Ctr<'a>) -> Labels<'_> {
+        vec![
+            ("container", c.info.name.as_str()),
+            ("id", c.id.as_str()),
+            ("image", c.info.image.as_str()),
+            ("name", c.info.id.as_str()),
+            ("namespace", self.pods[c.pod].namespace),
+            ("pod", self.pods[c.pod].pod),
+        ]
+    }
+
+    fn usage(&self, c: &Ctr<'_>) -> Option<&'a crate::cri::ContainerUsage> {
+        self.snap.and_then(|s| s.usage.get(&c.info.id))
+    }
+
+    fn spec(&self, c: &Ctr<'_>) -> Option<&'a crate::cri::ContainerSpec> {
+        self.snap.and_then(|s| s.specs.get(&c.info.id))
+    }
+
+    /// Pods whose last scrape succeeded.
+    fn guests(&self) -> impl Iterator<Item = (usize, &'a PodInput<'a>, &'a GuestStats)> + '_ {
+        self.pods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.guest.map(|g| (i, p, g)))
+    }
+
+    /// A container with memory in use has anonymous pages: an RSS of 0 is
+    /// a runtime that did not fill the field (the Kata shim on cgroup v1
+    /// hosts), not a measurement.
+    fn valid_rss(&self, c: &Ctr<'_>) -> Option<f64> {
+        let u = self.usage(c)?;
+        let rss = u.rss?;
+        (rss > 0 || u.memory_usage == Some(0)).then_some(rss as f64)
+    }
+}
+
+fn with<'a>(mut l: Labels<'a>, extra: &[(&'static str, &'static str)]) -> Labels<'a> {
+    l.extend_from_slice(extra);
+    l
+}
+
+fn pod_memory_usage(g: &GuestStats) -> Option<f64> {
+    Some((g.mem.mem_total? - g.mem.mem_free?).max(0.0))
+}
+
+/// Renders every cAdvisor family for the given pods and containers.
+pub fn render(
+    pods: &[PodInput<'_>],
+    snap: Option<&ContainerSnapshot>,
+    now_unix: f64,
+    clk_tck: f64,
+) -> Rendered {
+    let mut out = Rendered::default();
+    let cx = Ctx::new(pods, snap);
+    let mut w = Writer { out: &mut out };
+    cpu(&mut w, &cx);
+    memory(&mut w, &cx);
+    spec(&mut w, &cx, now_unix);
+    network(&mut w, &cx);
+    disks(&mut w, &cx);
+    host(&mut w, &cx, clk_tck);
+    out.finish();
+    out
+}
+
+/// Pod: the guest's busy time. user includes nice and system includes
+/// irq/softirq, as cgroup cpuacct counts them; steal, idle and iowait are
+/// not CPU the pod used; guest/guest_nice are already inside user/nice.
+fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
+    w.family(
+        "container_cpu_usage_seconds_total",
+        "Cumulative cpu time consumed in seconds.",
+        MetricType::Counter,
+        cx.guests()
+            .filter_map(|(i, p, g)| {
+                let c = g.cpu.as_ref()?;
+                Some((
+                    with(cx.pod_labels(i), &[("cpu", "total")]),
+                    (c.user + c.nice + c.system + c.irq + c.softirq) * p.cpu_scale,
+                ))
+            })
+            .chain(cx.containers.iter().filter_map(|c| {
+                let ns = cx.usage(c)?.cpu_ns?;
+                Some((with(cx.ctr_labels(c), &[("cpu", "total")]), ns as f64 / 1e9))
+            }))
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_cpu_user_seconds_total",
+        "Cumulative user cpu time consumed in seconds.",
+        MetricType::Counter,
+        cx.guests()
+            .filter_map(|(i, p, g)| {
+                g.cpu
+                    .as_ref()
+                    .map(|c| (cx.pod_labels(i), (c.user + c.nice) * p.cpu_scale))
+            })
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_cpu_system_seconds_total",
+        "Cumulative system cpu time consumed in seconds.",
+        MetricType::Counter,
+        cx.guests()
+            .filter_map(|(i, p, g)| {
+                g.cpu.as_ref().map(|c| {
+                    (
+                        cx.pod_labels(i),
+                        (c.system + c.irq + c.softirq) * p.cpu_scale,
+                    )
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// Pod: the VM's memory as its /proc/meminfo shows it. Container: CRI.
+fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
+    w.family(
+        "container_memory_usage_bytes",
+        "Current memory usage in bytes, including all memory regardless of when it was accessed",
+        MetricType::Gauge,
+        cx.guests()
+            .filter_map(|(i, _, g)| pod_memory_usage(g).map(|v| (cx.pod_labels(i), v)))
+            .chain(cx.containers.iter().filter_map(|c| {
+                cx.usage(c)?
+                    .memory_usage
+                    .map(|v| (cx.ctr_labels(c), v as f64))
+            }))
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_memory_working_set_bytes",
+        "Current working set in bytes.",
+        MetricType::Gauge,
+        cx.guests()
+            .filter_map(|(i, _, g)| {
+                Some((
+                    cx.pod_labels(i),
+                    (pod_memory_usage(g)? - g.mem.inactive_file?).max(0.0),
+                ))
+            })
+            .chain(cx.containers.iter().filter_map(|c| {
+                cx.usage(c)?
+                    .working_set
+                    .map(|v| (cx.ctr_labels(c), v as f64))
+            }))
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_memory_rss",
+        "Size of RSS in bytes.",
+        MetricType::Gauge,
+        cx.guests()
+            .filter_map(|(i, _, g)| g.mem.anon_pages.map(|v| (cx.pod_labels(i), v)))
+            .chain(
+                cx.containers
+                    .iter()
+                    .filter_map(|c| cx.valid_rss(c).map(|v| (cx.ctr_labels(c), v))),
+            )
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_memory_cache",
+        "Number of bytes of page cache memory.",
+        MetricType::Gauge,
+        cx.guests()
+            .filter_map(|(i, _, g)| {
+                Some((
+                    cx.pod_labels(i),
+                    g.mem.cached? + g.mem.buffers.unwrap_or(0.0),
+                ))
+            })
+            .chain(cx.containers.iter().filter_map(|c| {
+                // CRI has no cache figure; in the guest's cgroup v1
+                // hierarchy usage = rss + cache.
+                let rss = cx.valid_rss(c)?;
+                let used = cx.usage(c)?.memory_usage? as f64;
+                Some((cx.ctr_labels(c), (used - rss).max(0.0)))
+            }))
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_memory_swap",
+        "Container swap usage in bytes.",
+        MetricType::Gauge,
+        cx.guests()
+            .filter_map(|(i, _, g)| {
+                Some((
+                    cx.pod_labels(i),
+                    (g.mem.swap_total? - g.mem.swap_free?).max(0.0),
+                ))
+            })
+            .chain(cx.containers.iter().filter_map(|c| {
+                if let Some(v) = cx.usage(c).and_then(|u| u.swap) {
+                    return Some((cx.ctr_labels(c), v as f64));
+                }
+                // A VM without swap cannot swap out any container's memory.
+                let g = cx.pods[c.pod].guest?;
+                (g.mem.swap_total? == 0.0).then(|| (cx.ctr_labels(c), 0.0))
+            }))
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_memory_mapped_file",
+        "Size of memory mapped files in bytes.",
+        MetricType::Gauge,
+        cx.guests()
+            .filter_map(|(i, _, g)| g.mem.mapped.map(|v| (cx.pod_labels(i), v)))
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// Limits and lifecycle, as the kubelet reports them (unlimited memory is 0).
+fn spec(w: &mut Writer<'_>, cx: &Ctx<'_>, now_unix: f64) {
+    let specs = || {
+        cx.containers
+            .iter()
+            .filter_map(|c| cx.spec(c).map(|s| (c, s)))
+    };
+    w.family(
+        "container_spec_memory_limit_bytes",
+        "Memory limit for the container.",
+        MetricType::Gauge,
+        specs()
+            .filter(|(_, s)| s.has_resources)
+            .map(|(c, s)| (cx.ctr_labels(c), s.memory_limit.unwrap_or(0) as f64))
+            .collect::<Vec<_>>(),
+    );
+    type Get = fn(&crate::cri::ContainerSpec) -> Option<i64>;
+    let cpu: [(&str, &str, Get); 3] = [
+        (
+            "container_spec_cpu_quota",
+            "CPU quota of the container.",
+            |s| s.cpu_quota,
+        ),
+        (
+            "container_spec_cpu_period",
+            "CPU period of the container.",
+            |s| s.cpu_period,
+        ),
+        (
+            "container_spec_cpu_shares",
+            "CPU share of the container.",
+            |s| s.cpu_shares,
+        ),
+    ];
+    for (name, help, get) in cpu {
+        w.family(
+            name,
+            help,
+            MetricType::Gauge,
+            specs()
+                .filter_map(|(c, s)| get(s).map(|v| (cx.ctr_labels(c), v as f64)))
+                .collect::<Vec<_>>(),
+        );
+    }
+    w.family(
+        "container_start_time_seconds",
+        "Start time of the container since unix epoch in seconds.",
+        MetricType::Gauge,
+        cx.containers
+            .iter()
+            .filter_map(|c| {
+                let started = cx.spec(c).map(|s| s.started_at_ns).filter(|ns| *ns > 0);
+                let ns = started.unwrap_or(c.info.created_at_ns);
+                (ns > 0).then(|| (cx.ctr_labels(c), ns as f64 / 1e9))
+            })
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_last_seen",
+        "Last time a container was seen by the exporter",
+        MetricType::Gauge,
+        cx.guests()
+            .map(|(i, _, _)| (cx.pod_labels(i), now_unix.trunc()))
+            .chain(
+                cx.containers
+                    .iter()
+                    .map(|c| (cx.ctr_labels(c), now_unix.trunc())),
+            )
+            .collect::<Vec<_>>(),
+    );
+    w.family(
+        "container_threads",
+        "Number of threads running inside the container",
+        MetricType::Gauge,
+        cx.guests()
+            .filter_map(|(i, _, g)| g.threads.map(|v| (cx.pod_labels(i), v)))
+            .collect::<Vec<_>>(),
+    );
+}
+
+fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
+    type Get = fn(&guest::NetDev) -> Option<f64>;
+    let families: [(&str, &str, Get); 8] = [
+        (
+            "container_network_receive_bytes_total",
+            "Cumulative count of bytes received",
+            |n| n.recv_bytes,
+        ),
+        (
+            "container_network_receive_packets_total",
+            "Cumulative count of packets received",
+            |n| n.recv_packets,
+        ),
+        (
+            "container_network_receive_errors_total",
+            "Cumulative count of errors encountered while receiving",
+            |n| n.recv_errs,
+        ),
+        (
+            "container_network_receive_packets_dropped_total",
+            "Cumulative count of packets dropped while receiving",
+            |n| n.recv_drop,
+        ),
+        (
+            "container_network_transmit_bytes_total",
+            "Cumulative count of bytes transmitted",
+            |n| n.sent_bytes,
+        ),
+        (
+            "container_network_transmit_packets_total",
+            "Cumulative count of packets transmitted",
+            |n| n.sent_packets,
+        ),
+        (
+            "container_network_transmit_errors_total",
+            "Cumulative count of errors encountered while transmitting",
+            |n| n.sent_errs,
+        ),
+        (
+            "container_network_transmit_packets_dropped_total",
+            "Cumulative count of packets dropped while transmitting",
+            |n| n.sent_drop,
+        ),
+    ];
+    for (name, help, get) in families {
+        let series: Vec<_> = cx
+            .guests()
+            .flat_map(|(i, _, g)| {
+                g.net.iter().filter_map(move |n| {
+                    get(n).map(|v| {
+                        (
+                            with_owned(cx.pod_labels(i), "interface", n.interface.as_str()),
+                            v,
+                        )
+                    })
+                })
+            })
+            .collect();
+        w.family(name, help, MetricType::Counter, series);
+    }
+}
+
+fn with_owned<'a>(mut l: Labels<'a>, name: &'static str, value: &'a str) -> Labels<'a> {
+    l.push((name, value));
+    l
+}
+
+/// Guest disk statistics of whole disks; sectors are 512 bytes whatever
+/// the device's block size (that is how /proc/diskstats counts them).
+fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
+    let devices: Vec<Vec<String>> = cx
+        .pods
+        .iter()
+        .map(|p| {
+            p.guest
+                .map(|g| g.disks.iter().map(|d| format!("/dev/{}", d.name)).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    type Get = fn(&guest::Disk) -> Option<f64>;
+    let families: [(&str, &str, Get); 4] = [
+        (
+            "container_fs_reads_bytes_total",
+            "Cumulative count of bytes read",
+            |d| d.sectors_read.map(|s| s * 512.0),
+        ),
+        (
+            "container_fs_writes_bytes_total",
+            "Cumulative count of bytes written",
+            |d| d.sectors_written.map(|s| s * 512.0),
+        ),
+        (
+            "container_fs_reads_total",
+            "Cumulative count of reads completed",
+            |d| d.reads,
+        ),
+        (
+            "container_fs_writes_total",
+            "Cumulative count of writes completed",
+            |d| d.writes,
+        ),
+    ];
+    for (name, help, get) in families {
+        let mut series = Vec::new();
+        for (i, _, g) in cx.guests() {
+            for (d, dev) in g.disks.iter().zip(&devices[i]) {
+                if let Some(v) = get(d) {
+                    series.push((with_owned(cx.pod_labels(i), "device", dev.as_str()), v));
+                }
+            }
+        }
+        w.family(name, help, MetricType::Counter, series);
+    }
+    let mut series = Vec::new();
+    for (i, _, g) in cx.guests() {
+        for (d, dev) in g.disks.iter().zip(&devices[i]) {
+            for (op, v) in [("Read", d.sectors_read), ("Write", d.sectors_written)] {
+                if let Some(v) = v {
+                    let mut l = with_owned(cx.pod_labels(i), "device", dev.as_str());
+                    // The agent does not report device numbers.
+                    l.extend([("major", ""), ("minor", ""), ("operation", op)]);
+                    series.push((l, v * 512.0));
+                }
+            }
+        }
+    }
+    w.family(
+        "container_blkio_device_usage_total",
+        "Blkio Device bytes usage",
+        MetricType::Counter,
+        series,
+    );
+}
+
+/// Host processes of each pod: what the node pays for running it as a VM.
+fn host(w: &mut Writer<'_>, cx: &Ctx<'_>, clk_tck: f64) {
+    type Get = fn(&guest::HostProcess, f64) -> Option<f64>;
+    let families: [(&str, &str, MetricType, Get); 4] = [
+        ("kata_pulse_pod_host_cpu_seconds_total", "CPU time (user + system) of the pod's host processes: the shim, the hypervisor (its vCPU threads included) and virtiofsd.", MetricType::Counter,
+            |h, tck| h.cpu_ticks.filter(|_| tck > 0.0).map(|t| t / tck)),
+        ("kata_pulse_pod_host_memory_rss_bytes", "Resident memory of the pod's host processes; the hypervisor's includes the guest memory it has touched.", MetricType::Gauge,
+            |h, _| h.rss_bytes),
+        ("kata_pulse_pod_host_threads", "Threads of the pod's host processes.", MetricType::Gauge, |h, _| h.threads),
+        ("kata_pulse_pod_host_open_fds", "Open file descriptors of the pod's host processes.", MetricType::Gauge, |h, _| h.fds),
+    ];
+    for (name, help, kind, get) in families {
+        let mut series = Vec::new();
+        for (_, p, g) in cx.guests() {
+            for h in &g.host {
+                if let Some(v) = get(h, clk_tck) {
+                    let labels: Labels<'_> = vec![
+                        ("component", h.component),
+                        ("namespace", p.namespace),
+                        ("pod", p.pod),
+                        ("sandbox_id", p.sandbox_id),
+                    ];
+                    series.push((labels, v));
+                }
+            }
+        }
+        w.family(name, help, kind, series);
+    }
+}
+
+#[cfg(test)]
+mod tests;
