@@ -395,3 +395,34 @@ fn listen_failure_exits_nonzero() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
+
+#[test]
+fn raw_and_cadvisor_families_switch_independently() {
+    let roots = Roots::new();
+    let sims = Sims::new();
+    let _a = sims.start(&roots.go, A, Flavour::Go, Fault::None);
+
+    let both = start(&roots, &[]);
+    let fams = families(&both.get("/metrics").text());
+    assert!(fams.contains_key("kata_guest_cpu_time"));
+    assert!(fams.contains_key("container_cpu_usage_seconds_total"));
+    assert!(fams.contains_key("kata_pulse_pod_host_cpu_seconds_total"));
+    drop(both);
+
+    let no_raw = start(&roots, &["--kata-metrics", "false"]);
+    let fams = families(&no_raw.get("/metrics").text());
+    assert!(!fams
+        .keys()
+        .any(|k| k.starts_with("kata_guest_") || k.starts_with("kata_shim_")));
+    assert!(fams.contains_key("container_memory_working_set_bytes"));
+    // Shim health is still reported.
+    assert!(fams.contains_key("kata_pulse_shim_up"));
+    drop(no_raw);
+
+    let no_cadvisor = start(&roots, &["--cadvisor-metrics=false"]);
+    let fams = families(&no_cadvisor.get("/metrics").text());
+    assert!(fams.contains_key("kata_guest_cpu_time"));
+    assert!(!fams
+        .keys()
+        .any(|k| k.starts_with("container_") || k.starts_with("kata_pulse_pod_host_")));
+}

@@ -305,3 +305,195 @@ fn kata_sim_cri_mode_with_real_containerd() {
     );
     assert!(wait_until(Duration::from_secs(2), || ids(&agent).is_empty()));
 }
+
+/// The kubernetes-mixin recording rules for container CPU and memory
+/// (`rules/apps.libsonnet`), with the cAdvisor selector docs/cadvisor.md
+/// tells users to configure so kata-pulse's series are included.
+const MIXIN_RULES: &str = r#"groups:
+- name: k8s.rules.container_cpu_usage_seconds_total
+  rules:
+  - record: node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate
+    expr: |
+      sum by (cluster, namespace, pod, container) (
+        irate(container_cpu_usage_seconds_total{job=~"kubelet|kata-pulse", metrics_path=~"/metrics/cadvisor|", image!=""}[5m])
+      ) * on (cluster, namespace, pod) group_left(node) topk by (cluster, namespace, pod) (
+        1, max by(cluster, namespace, pod, node) (kube_pod_info{node!=""})
+      )
+- name: k8s.rules.container_memory
+  rules:
+  - record: node_namespace_pod_container:container_memory_working_set_bytes
+    expr: |
+      container_memory_working_set_bytes{job=~"kubelet|kata-pulse", metrics_path=~"/metrics/cadvisor|", image!=""}
+      * on (cluster, namespace, pod) group_left(node) topk by(cluster, namespace, pod) (1,
+        max by(cluster, namespace, pod, node) (kube_pod_info{node!=""})
+      )
+  - record: node_namespace_pod_container:container_memory_rss
+    expr: |
+      container_memory_rss{job=~"kubelet|kata-pulse", metrics_path=~"/metrics/cadvisor|", image!=""}
+      * on (cluster, namespace, pod) group_left(node) topk by(cluster, namespace, pod) (1,
+        max by(cluster, namespace, pod, node) (kube_pod_info{node!=""})
+      )
+  - record: node_namespace_pod_container:container_memory_cache
+    expr: |
+      container_memory_cache{job=~"kubelet|kata-pulse", metrics_path=~"/metrics/cadvisor|", image!=""}
+      * on (cluster, namespace, pod) group_left(node) topk by(cluster, namespace, pod) (1,
+        max by(cluster, namespace, pod, node) (kube_pod_info{node!=""})
+      )
+  - record: node_namespace_pod_container:container_memory_swap
+    expr: |
+      container_memory_swap{job=~"kubelet|kata-pulse", metrics_path=~"/metrics/cadvisor|", image!=""}
+      * on (cluster, namespace, pod) group_left(node) topk by(cluster, namespace, pod) (1,
+        max by(cluster, namespace, pod, node) (kube_pod_info{node!=""})
+      )
+"#;
+
+/// Serves a static exposition on a loopback port (stands in for
+/// kube-state-metrics' `kube_pod_info`).
+fn static_target(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    addr
+}
+
+fn cri_usage(ctd: &Containerd, id: &str) -> kata_pulse::cri::ContainerUsage {
+    let client = ctd.endpoint();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ep = cri_api::parse_endpoint(&client).unwrap();
+        let c = kata_pulse::cri::CriClient::new(&ep, Duration::from_secs(5)).unwrap();
+        c.list_container_stats()
+            .await
+            .unwrap()
+            .remove(id)
+            .expect("stats of container")
+    })
+}
+
+/// Kata containers created through real CRI, a real Prometheus loading the
+/// kubernetes-mixin recording rules: every container gets its recorded
+/// series, with the value CRI reports (CPU: one busy core).
+#[test]
+fn cadvisor_series_feed_the_kubernetes_mixin_rules() {
+    let ctd = Containerd::start().expect("containerd");
+    let req = host_network_pod("web", "shop", "kata");
+    let pod_config = req.config.clone();
+    let kata_id = ctd.run_pod(req).expect("kata pod");
+    let uid = pod_uid(&ctd, &kata_id);
+    let spinner = ctd
+        .run_container(&kata_id, pod_config.clone(), "spinner", &["spin"])
+        .expect("spinner");
+    let idle = ctd
+        .run_container(&kata_id, pod_config, "idle", &[])
+        .expect("idle");
+
+    let roots = Roots::new();
+    let sims = Sims::new();
+    let _shim = sims.start(&roots.go, &kata_id, Flavour::Go, Fault::None);
+    let agent = agent_for(&roots, &ctd.endpoint());
+    let ksm = static_target(format!(
+        "# HELP kube_pod_info Information about pod.\n# TYPE kube_pod_info gauge\n\
+kube_pod_info{{namespace=\"shop\",pod=\"web\",uid=\"{uid}\",node=\"node-1\"}} 1\n"
+    ));
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir.path().join("k8s.rules.yaml");
+    std::fs::write(&rules, MIXIN_RULES).unwrap();
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        promtool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promtool.stdout)
+    );
+    // Scrape interval above the agent's 1 s metrics interval, as the docs
+    // ask: otherwise two scrapes can share one collection and irate reads 0.
+    let prom = Prometheus::builder()
+        .scrape_interval(Duration::from_secs(2))
+        .static_job("kata-pulse", &[&agent.addr.to_string()])
+        .static_job("kube-state-metrics", &[&ksm])
+        .rule_file(&rules)
+        .start()
+        .expect("prometheus");
+
+    // CPU: the spinner burns one core (less when the machine is busy; far
+    // from the 10x or 100x errors of wrong units), the idle one nothing.
+    let cpu = prom
+        .wait_for(
+            "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate{namespace=\"shop\",pod=\"web\"}",
+            |v| vector_samples(v).len() >= 2,
+            Duration::from_secs(30),
+        )
+        .expect("CPU recording rule produced nothing");
+    let by_container: std::collections::HashMap<String, (String, f64)> = vector_samples(&cpu)
+        .into_iter()
+        .map(|(l, v)| (l["container"].clone(), (l["node"].clone(), v)))
+        .collect();
+    let (node, busy) = &by_container["spinner"];
+    assert_eq!(node, "node-1");
+    assert!((0.25..=1.3).contains(busy), "spinner uses {busy} cores");
+    assert!(
+        by_container["idle"].1 < 0.05,
+        "idle uses {} cores",
+        by_container["idle"].1
+    );
+    // The pod-level (whole VM) series have image="" and stay out of the rules.
+    assert!(
+        !by_container.contains_key(""),
+        "pod-level series leaked into the rule"
+    );
+
+    for (container, id) in [("spinner", &spinner), ("idle", &idle)] {
+        let usage = cri_usage(&ctd, id);
+        let sel = format!("{{namespace=\"shop\",pod=\"web\",container=\"{container}\"}}");
+        let get = |rule: &str| -> f64 {
+            let v = prom
+                .wait_for(
+                    &format!("node_namespace_pod_container:{rule}{sel}"),
+                    |v| vector_samples(v).len() == 1,
+                    Duration::from_secs(20),
+                )
+                .unwrap_or_else(|e| panic!("{rule} for {container}: {e}"));
+            let (labels, value) = vector_samples(&v).remove(0);
+            assert_eq!(labels["node"], "node-1");
+            assert_eq!(labels["id"], format!("/kata/{kata_id}/{id}"));
+            value
+        };
+        let near = |got: f64, want: f64, what: &str| {
+            assert!(
+                (got - want).abs() <= want * 0.25 + 1_048_576.0,
+                "{container} {what}: recorded {got}, CRI says {want}"
+            );
+        };
+        near(
+            get("container_memory_working_set_bytes"),
+            usage.working_set.unwrap() as f64,
+            "working set",
+        );
+        let rss = usage.rss.unwrap() as f64;
+        near(get("container_memory_rss"), rss, "rss");
+        near(
+            get("container_memory_cache"),
+            usage.memory_usage.unwrap() as f64 - rss,
+            "cache",
+        );
+        assert_eq!(get("container_memory_swap"), 0.0);
+    }
+    ctd.remove_pod(&kata_id).expect("remove pod");
+}

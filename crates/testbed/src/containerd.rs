@@ -521,6 +521,46 @@ impl Containerd {
         })
     }
 
+    /// Creates and starts a container of the pause image in pod `pod_id`
+    /// (created from `pod_config`), running `/pause <args>` (`["spin"]`
+    /// burns one CPU); returns the container id.
+    pub fn run_container(
+        &self,
+        pod_id: &str,
+        pod_config: Option<cri_api::runtime::v1::PodSandboxConfig>,
+        name: &str,
+        args: &[&str],
+    ) -> Result<String> {
+        use cri_api::runtime::v1::{
+            ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec,
+            StartContainerRequest,
+        };
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.to_string(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: self.pause_image().to_string(),
+                    ..Default::default()
+                }),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            }),
+            sandbox_config: pod_config,
+        };
+        self.cri(Duration::from_secs(30), move |mut c| async move {
+            let id = c.create_container(req).await?.into_inner().container_id;
+            c.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await?;
+            Ok(id)
+        })
+    }
+
     /// Stops and removes one pod sandbox (and its containers).
     pub fn remove_pod(&self, id: &str) -> Result<()> {
         let id = id.to_string();
