@@ -349,11 +349,11 @@ impl Collector {
     /// Slots of the given sandboxes; slots of vanished sandboxes are freed.
     fn slots_for(&self, sandboxes: &[Arc<Sandbox>]) -> Vec<Arc<Slot>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if slots.len() > sandboxes.len() {
-            let live: std::collections::HashSet<&str> =
-                sandboxes.iter().map(|s| s.id.as_str()).collect();
-            slots.retain(|id, _| live.contains(id.as_str()));
-        }
+        // Always prune: under churn as many sandboxes come as go, and a
+        // stale slot holds a whole rendered exposition.
+        let live: std::collections::HashSet<&str> =
+            sandboxes.iter().map(|s| s.id.as_str()).collect();
+        slots.retain(|id, _| live.contains(id.as_str()));
         sandboxes
             .iter()
             .map(|s| slots.entry(s.id.clone()).or_default().clone())
@@ -461,6 +461,38 @@ mod tests {
         // Younger than the interval: reused, no new request to the shim.
         c.collect().await;
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn slots_of_replaced_sandboxes_are_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new();
+        let hits = Arc::new(AtomicUsize::new(0));
+        shim(
+            add(&reg, dir.path(), "old"),
+            Duration::ZERO,
+            hits.clone(),
+            "x 1\n",
+        );
+        let c = Collector::new(
+            reg.clone(),
+            ShimClient::new(Duration::from_secs(2), 1 << 20),
+            Duration::from_secs(60),
+            4,
+        );
+        c.collect().await;
+        assert!(c.latest("old").is_some());
+        // Churn: one sandbox goes, another comes; the count stays the same.
+        reg.remove_from_root("old", dir.path());
+        shim(
+            add(&reg, dir.path(), "new"),
+            Duration::ZERO,
+            hits.clone(),
+            "x 1\n",
+        );
+        c.collect().await;
+        assert!(c.latest("old").is_none(), "stale slot kept");
+        assert!(c.latest("new").is_some());
     }
 
     #[tokio::test]
