@@ -249,6 +249,12 @@ fn debug_proxy_when_enabled() {
     // runtime-rs serves no pprof: its 404 is passed on, not turned into 200.
     assert_eq!(agent.get(&format!("/debug/pprof/?sandbox={B}")).status, 404);
     assert_eq!(agent.get("/debug/pprof/heap").status, 400);
+    // A CPU profile longer than the shim timeout (1 s here) is allowed and streamed.
+    let t = Instant::now();
+    let profile = agent.get(&format!("/debug/pprof/profile?sandbox={A}&seconds=2"));
+    assert_eq!(profile.status, 200, "{}", profile.text());
+    assert!(t.elapsed() >= Duration::from_secs(2));
+    assert!(!profile.body.is_empty());
     let r = agent.get(&format!("/debug/pprof?sandbox={A}"));
     assert_eq!(r.status, 301);
     assert_eq!(
