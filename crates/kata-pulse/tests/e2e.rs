@@ -498,6 +498,9 @@ kube_pod_info{{namespace=\"shop\",pod=\"web\",uid=\"{uid}\",node=\"node-1\"}} 1\
     // The exposition with container-level series still parses for promtool.
     let body = agent.get("/metrics").body;
     let hints = promtool_check_metrics(&body).expect("promtool rejected the exposition");
-    assert!(!hints.contains("container_"), "promtool findings on cAdvisor families:\n{hints}");
+    assert!(
+        !hints.contains("container_"),
+        "promtool findings on cAdvisor families:\n{hints}"
+    );
     ctd.remove_pod(&kata_id).expect("remove pod");
 }

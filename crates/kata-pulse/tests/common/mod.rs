@@ -260,3 +260,31 @@ pub fn families(text: &str) -> std::collections::BTreeMap<String, (String, usize
     }
     out
 }
+
+/// A stand-in shim answering every request with `body` (HTTP 200), for
+/// output kata-sim does not produce: type conflicts with other shims,
+/// malformed lines, reserved family names. Serves until the process ends;
+/// the socket lives in the sandbox folder under `root`.
+pub fn serve_static_shim(root: &Path, id: &str, body: &str) {
+    use std::os::unix::net::UnixListener;
+    std::fs::create_dir_all(root.join(id)).unwrap();
+    let listener = UnixListener::bind(Roots::socket(root, id)).unwrap();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(response.as_bytes());
+        }
+    });
+}
