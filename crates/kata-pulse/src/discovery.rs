@@ -9,8 +9,9 @@
 //! `/run/kata/firecracker` jail folder or a dead shim's leftover folder are
 //! not sandboxes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use crate::config::SandboxRoot;
 use crate::registry::{Registry, Sandbox, SHIM_SOCKET};
 use crate::sandbox_id;
 
-/// How often missing roots are looked for.
+/// How often roots are checked: created, deleted or replaced (inotify does
+/// not always report a deleted root at once).
 const ROOT_POLL: Duration = Duration::from_secs(1);
 /// How often everything is rescanned regardless of events.
 const FULL_RESCAN: Duration = Duration::from_secs(30);
@@ -38,18 +40,35 @@ pub struct DiscoveryStats {
     pub removed: AtomicU64,
     pub rescans: AtomicU64,
     pub watch_errors: AtomicU64,
+    /// Listings of a root folder (full rescans and root events).
+    pub root_scans: AtomicU64,
     /// True once every root was scanned once (or found missing).
     pub initial_scan_done: AtomicBool,
 }
 
 /// Runs discovery until the task is dropped.
 pub async fn run(roots: Vec<SandboxRoot>, registry: Arc<Registry>, stats: Arc<DiscoveryStats>) {
+    run_with_rescan(roots, registry, stats, FULL_RESCAN).await
+}
+
+/// [`run`] with another full-rescan period (tests).
+pub async fn run_with_rescan(
+    roots: Vec<SandboxRoot>,
+    registry: Arc<Registry>,
+    stats: Arc<DiscoveryStats>,
+    full_rescan: Duration,
+) {
     let (tx, mut rx) = mpsc::channel::<PathBuf>(EVENT_QUEUE);
     let lost = Arc::new(AtomicBool::new(false));
     let lost_in_cb = lost.clone();
     let watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(event) => {
+                // Opening or reading a folder is no change; and our own
+                // rescans open the roots, so reacting to it loops forever.
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
                 if event.need_rescan() {
                     lost_in_cb.store(true, Ordering::Relaxed);
                 }
@@ -74,13 +93,13 @@ pub async fn run(roots: Vec<SandboxRoot>, registry: Arc<Registry>, stats: Arc<Di
         registry,
         stats,
         watcher,
-        watched_roots: HashSet::new(),
+        watched_roots: HashMap::new(),
         watched_dirs: HashSet::new(),
     };
     d.scan_all();
     d.stats.initial_scan_done.store(true, Ordering::Release);
 
-    let mut root_poll = tokio::time::interval(ROOT_POLL);
+    let mut root_poll = tokio::time::interval(ROOT_POLL.min(full_rescan));
     root_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_full = tokio::time::Instant::now();
     loop {
@@ -88,14 +107,14 @@ pub async fn run(roots: Vec<SandboxRoot>, registry: Arc<Registry>, stats: Arc<Di
             Some(path) = rx.recv() => d.handle_path(&path),
             _ = root_poll.tick() => {
                 let overflowed = lost.swap(false, Ordering::Relaxed);
-                if overflowed || last_full.elapsed() >= FULL_RESCAN || d.watcher.is_none() {
+                if overflowed || last_full.elapsed() >= full_rescan || d.watcher.is_none() {
                     if overflowed {
                         tracing::warn!("inotify events were lost; rescanning sandbox folders");
                     }
                     d.scan_all();
                     last_full = tokio::time::Instant::now();
                 } else {
-                    d.scan_missing_roots();
+                    d.check_roots();
                 }
             }
         }
@@ -107,8 +126,13 @@ struct Discovery {
     registry: Arc<Registry>,
     stats: Arc<DiscoveryStats>,
     watcher: Option<notify::RecommendedWatcher>,
-    watched_roots: HashSet<PathBuf>,
+    /// Watched roots and the (device, inode) of the folder watched.
+    watched_roots: HashMap<PathBuf, (u64, u64)>,
     watched_dirs: HashSet<PathBuf>,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Discovery {
@@ -119,16 +143,34 @@ impl Discovery {
         }
     }
 
-    fn scan_missing_roots(&mut self) {
+    /// Picks up roots that appeared, vanished or were replaced by another
+    /// folder at the same path since the last look.
+    fn check_roots(&mut self) {
         for i in 0..self.roots.len() {
-            if !self.watched_roots.contains(&self.roots[i].path) {
-                self.scan_root(i);
+            let path = self.roots[i].path.clone();
+            let now = identity(&path);
+            match (self.watched_roots.get(&path).copied(), now) {
+                (Some(old), Some(new)) if old == new => {}
+                (Some(_), _) => {
+                    self.unwatch_root(&path);
+                    self.scan_root(i);
+                }
+                (None, _) => self.scan_root(i),
+            }
+        }
+    }
+
+    fn unwatch_root(&mut self, root: &Path) {
+        if self.watched_roots.remove(root).is_some() {
+            if let Some(w) = self.watcher.as_mut() {
+                let _ = w.unwatch(root);
             }
         }
     }
 
     /// Brings the registry in line with one root's folder listing.
     fn scan_root(&mut self, idx: usize) {
+        self.stats.root_scans.fetch_add(1, Ordering::Relaxed);
         let root = self.roots[idx].clone();
         let entries = match std::fs::read_dir(&root.path) {
             Ok(entries) => entries,
@@ -138,8 +180,10 @@ impl Discovery {
                 return;
             }
         };
-        if !self.watched_roots.contains(&root.path) && self.watch(&root.path) {
-            self.watched_roots.insert(root.path.clone());
+        if !self.watched_roots.contains_key(&root.path) && self.watch(&root.path) {
+            if let Some(id) = identity(&root.path) {
+                self.watched_roots.insert(root.path.clone(), id);
+            }
             tracing::debug!(root = %root.path.display(), "watching sandbox folder");
         }
         let mut seen = HashSet::new();
@@ -159,11 +203,9 @@ impl Discovery {
 
     /// A root vanished: its sandboxes are gone too.
     fn forget_root(&mut self, root: &Path) {
-        if self.watched_roots.remove(root) {
+        if self.watched_roots.contains_key(root) {
             tracing::warn!(root = %root.display(), "sandbox folder removed; will pick it up again when it reappears");
-            if let Some(w) = self.watcher.as_mut() {
-                let _ = w.unwatch(root);
-            }
+            self.unwatch_root(root);
         }
         for id in self.registry.ids_in_root(root) {
             self.remove(root, &id);
@@ -185,7 +227,10 @@ impl Discovery {
         };
         match rel.components().next() {
             None => {
-                // The root itself changed (deleted, moved): rescan it.
+                // The root itself changed (deleted, moved). Its watch
+                // belongs to the old folder even if a new one already
+                // stands at the same path: watch and list it afresh.
+                self.unwatch_root(&root.path);
                 if let Some(i) = self.roots.iter().position(|r| r.path == root.path) {
                     self.scan_root(i);
                 }
@@ -285,6 +330,39 @@ mod tests {
     fn make_sandbox(root: &Path, id: &str) -> UnixListener {
         std::fs::create_dir_all(root.join(id)).unwrap();
         UnixListener::bind(root.join(id).join(SHIM_SOCKET)).unwrap()
+    }
+
+    /// Rescans open the watched roots; that must not feed back into more
+    /// scans (it once did: a busy loop after the first periodic rescan).
+    #[tokio::test]
+    async fn rescans_do_not_trigger_themselves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let go = tmp.path().join("vc/sbs");
+        std::fs::create_dir_all(&go).unwrap();
+        let _a = make_sandbox(&go, "aaa");
+        let registry = Registry::new();
+        let stats = Arc::new(DiscoveryStats::default());
+        let roots = vec![SandboxRoot {
+            path: go.clone(),
+            runtime: RuntimeKind::Go,
+        }];
+        let task = tokio::spawn(run_with_rescan(
+            roots,
+            registry.clone(),
+            stats.clone(),
+            Duration::from_millis(100),
+        ));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        task.abort();
+        let rescans = stats.rescans.load(Ordering::Relaxed);
+        let root_scans = stats.root_scans.load(Ordering::Relaxed);
+        assert!(rescans >= 5, "periodic rescans did not run ({rescans})");
+        // One listing per full rescan (one root), nothing else.
+        assert!(
+            root_scans <= rescans + 1,
+            "{root_scans} root listings for {rescans} rescans"
+        );
+        assert_eq!(registry.len(), 1);
     }
 
     #[tokio::test]
