@@ -3,8 +3,11 @@
 #
 # Installs what the end-to-end tests drive for real when it is missing
 # (containerd, runc, Prometheus with promtool, a static C toolchain for the
-# locally built pause image), then runs: fmt check, clippy, a build of all
-# binaries (end-to-end tests run them), and every test of the workspace.
+# locally built pause image, buildah for the container image), then runs:
+# fmt check, clippy, a build of all binaries (end-to-end tests run them), the
+# Helm chart tests (pytest in a venv under the target dir), the container
+# image build (scripts/build-image.sh, whose archive the image test runs),
+# and every test of the workspace.
 # Fails fast: the first failing step ends the run with its exit code.
 set -euo pipefail
 
@@ -40,6 +43,9 @@ have runc || packages+=(runc)
 { have prometheus && have promtool; } || packages+=(prometheus)
 { have gcc && static_cc_works; } || packages+=(gcc libc6-dev)
 { have unshare && have mount; } || packages+=(util-linux mount)
+have buildah || packages+=(buildah)
+have file || packages+=(file)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3 python3-venv)
 
 if [ "${#packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -79,6 +85,8 @@ echo "runc:       $(runc --version | head -n1)"
 echo "prometheus: $(prometheus --version 2>&1 | head -n1)"
 echo "promtool:   $(promtool --version 2>&1 | head -n1)"
 echo "gcc:        $(gcc --version | head -n1)"
+echo "buildah:    $(buildah --version)"
+echo "python:     $(python3 --version 2>&1)"
 echo "rust:       $(rustc --version), $(cargo --version)"
 
 step "cargo fmt --all -- --check"
@@ -89,6 +97,53 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build --workspace --bins"
 cargo build --workspace --bins
+
+target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | head -n1 | cut -d'"' -f4)
+
+# The chart tests run real Helm (helm-python-sdk), kubernetes-validate and
+# the agent binary built above; their packages live in a venv under the
+# target dir, reinstalled only when tests/chart/requirements.txt changes.
+step "chart tests: python venv"
+venv="$target_dir/chart-venv"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum tests/chart/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
+    echo "$want" >"$stamp"
+fi
+
+step "chart tests: pytest tests/chart"
+KATA_PULSE_BIN="$target_dir/debug/kata-pulse" PYTHONDONTWRITEBYTECODE=1 \
+    "$venv/bin/python" -m pytest -p no:cacheprovider tests/chart
+
+step "container image: scripts/build-image.sh"
+image_tar="$target_dir/image/kata-pulse.oci.tar"
+bash scripts/build-image.sh -o "$image_tar"
+# crates/kata-pulse/tests/image.rs runs it in the test containerd.
+export KATA_PULSE_IMAGE_TAR="$image_tar"
+
+# The systemd unit, checked offline against the static binary: it must load
+# without errors and keep its hardening (systemd's exposure score).
+step "systemd unit: systemd-analyze verify / security"
+if have systemd-analyze && [ -d /lib/systemd/system ]; then
+    unit_root=$(mktemp -d "${TMPDIR:-/tmp}/kata-pulse-unit.XXXXXX")
+    mkdir -p "$unit_root/usr/local/bin" "$unit_root/etc/systemd/system" "$unit_root/lib/systemd"
+    cp "$target_dir/x86_64-unknown-linux-gnu/release/kata-pulse" "$unit_root/usr/local/bin/"
+    cp deploy/systemd/kata-pulse.service "$unit_root/etc/systemd/system/"
+    cp -r /lib/systemd/system "$unit_root/lib/systemd/"
+    rc=0
+    systemd-analyze verify --root="$unit_root" kata-pulse.service || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        systemd-analyze security --offline=true --threshold=20 --root="$unit_root" kata-pulse.service |
+            tail -n 1 || rc=$?
+    fi
+    rm -rf "$unit_root"
+    [ "$rc" -eq 0 ] || { echo "the systemd unit failed its checks" >&2; exit "$rc"; }
+else
+    echo "systemd-analyze not available: skipped"
+fi
 
 step "cargo test --workspace"
 cargo test --workspace

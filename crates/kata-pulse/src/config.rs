@@ -92,6 +92,13 @@ pub struct Cli {
     #[arg(long, env = "KATA_PULSE_CRI_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub cri_timeout: Duration,
 
+    /// Fail `/healthz` once CRI, after having answered, stays unreachable
+    /// this long (`0s`: never). For deployments that mount the CRI socket
+    /// file alone: a runtime restart replaces the socket, and only a restart
+    /// of the agent's container mounts the new one.
+    #[arg(long, env = "KATA_PULSE_CRI_UNHEALTHY_AFTER", default_value = "0s", value_parser = parse_duration)]
+    pub cri_unhealthy_after: Duration,
+
     /// Largest shim `/metrics` body accepted, in bytes; bigger ones fail the
     /// scrape instead of growing the agent's memory.
     #[arg(long, env = "KATA_PULSE_MAX_SHIM_BODY", default_value_t = 8 * 1024 * 1024,
@@ -164,6 +171,7 @@ pub struct Config {
     pub sandbox_roots: Vec<SandboxRoot>,
     pub shim_timeout: Duration,
     pub cri_timeout: Duration,
+    pub cri_unhealthy_after: Duration,
     pub max_shim_body_bytes: usize,
     pub shim_concurrency: usize,
     pub enable_debug_proxy: bool,
@@ -248,6 +256,7 @@ impl Config {
             sandbox_roots,
             shim_timeout: cli.shim_timeout,
             cri_timeout: cli.cri_timeout,
+            cri_unhealthy_after: cli.cri_unhealthy_after,
             max_shim_body_bytes: usize::try_from(cli.max_shim_body_bytes).unwrap_or(usize::MAX),
             shim_concurrency: usize::try_from(cli.shim_concurrency).unwrap_or(32),
             enable_debug_proxy: cli.enable_debug_proxy,
@@ -508,6 +517,7 @@ mod tests {
             "--sandbox-dirs",
             "--shim-timeout",
             "--cri-timeout",
+            "--cri-unhealthy-after",
             "--max-shim-body-bytes",
             "--shim-concurrency",
             "--enable-debug-proxy",

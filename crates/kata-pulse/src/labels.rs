@@ -29,6 +29,54 @@ pub struct CriStats {
     pub requests_failed: AtomicU64,
     /// Unix time of the last successful call, in milliseconds.
     pub last_success_ms: AtomicU64,
+    /// Unix time (ms) since which CRI fails after having answered; 0 while
+    /// it answers or if it never did.
+    pub down_since_ms: AtomicU64,
+    /// Signalled when CRI goes from answering to failing, so the labeller
+    /// leaves its long refresh sleep and retries with back-off.
+    went_down: tokio::sync::Notify,
+}
+
+impl CriStats {
+    /// Records the outcome of any CRI call (pod listing here, container
+    /// listing in the cAdvisor view), so health follows whichever runs.
+    pub fn record(&self, ok: bool) {
+        let was_up = self.up.swap(ok, Ordering::Relaxed);
+        if was_up && !ok {
+            self.went_down.notify_one();
+        }
+        if ok {
+            self.requests_ok.fetch_add(1, Ordering::Relaxed);
+            self.last_success_ms.store(unix_ms(), Ordering::Relaxed);
+            self.down_since_ms.store(0, Ordering::Relaxed);
+        } else {
+            self.requests_failed.fetch_add(1, Ordering::Relaxed);
+            if self.last_success_ms.load(Ordering::Relaxed) > 0 {
+                let _ = self.down_since_ms.compare_exchange(
+                    0,
+                    unix_ms(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    /// How long CRI has been unreachable after having answered once.
+    pub fn down_for(&self, now_ms: u64) -> Option<Duration> {
+        match self.down_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms.saturating_sub(since))),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Runs until the task is dropped.
@@ -39,13 +87,7 @@ pub async fn run(client: CriClient, registry: Arc<Registry>, stats: Arc<CriStats
     loop {
         let wait = match client.list_pod_sandboxes().await {
             Ok(pods) => {
-                stats.up.store(true, Ordering::Relaxed);
-                stats.requests_ok.fetch_add(1, Ordering::Relaxed);
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                stats.last_success_ms.store(now_ms, Ordering::Relaxed);
+                stats.record(true);
                 if was_up == Some(false) {
                     tracing::info!("CRI runtime answers again");
                 }
@@ -76,8 +118,7 @@ pub async fn run(client: CriClient, registry: Arc<Registry>, stats: Arc<CriStats
                 }
             }
             Err(e) => {
-                stats.up.store(false, Ordering::Relaxed);
-                stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+                stats.record(false);
                 if was_up != Some(false) {
                     tracing::warn!(error = %e, "CRI runtime unavailable; sandboxes are served with empty cri_* labels until it answers");
                 } else {
@@ -90,6 +131,7 @@ pub async fn run(client: CriClient, registry: Arc<Registry>, stats: Arc<CriStats
             }
         };
         tokio::select! {
+            _ = stats.went_down.notified() => {}
             _ = registry.wait_unlabelled() => {
                 // A new sandbox: ask now, unless CRI is known to be down.
                 if was_up == Some(false) {

@@ -27,7 +27,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid CRI endpoint: {e}"))?;
     let containers = config
         .cadvisor_metrics
-        .then(|| ContainerSource::new(cri.clone(), config.metrics_interval));
+        .then(|| ContainerSource::new(cri.clone(), config.metrics_interval, cri_stats.clone()));
     let collector = Collector::with_products(
         registry.clone(),
         shim.clone(),

@@ -504,3 +504,46 @@ kube_pod_info{{namespace=\"shop\",pod=\"web\",uid=\"{uid}\",node=\"node-1\"}} 1\
     );
     ctd.remove_pod(&kata_id).expect("remove pod");
 }
+
+/// With `--cri-unhealthy-after`, liveness fails once CRI stays away after
+/// having answered (what a stale socket mount looks like), and recovers
+/// when CRI answers again.
+#[test]
+fn liveness_fails_when_cri_stays_away() {
+    let mut ctd = Containerd::start().expect("containerd");
+    let roots = Roots::new();
+    let dirs = roots.arg();
+    let endpoint = ctd.endpoint();
+    let agent = Agent::start(&[
+        "--sandbox-dirs",
+        &dirs,
+        "--runtime-endpoint",
+        &endpoint,
+        "--cri-unhealthy-after",
+        "2s",
+    ]);
+    assert!(wait_until(Duration::from_secs(5), || agent
+        .get("/metrics")
+        .text()
+        .contains("kata_pulse_cri_up 1\n")));
+    assert_eq!(agent.get("/healthz").status, 200);
+    ctd.stop().expect("stop containerd");
+    // Down, but not long enough yet.
+    assert!(wait_until(Duration::from_secs(5), || agent
+        .get("/metrics")
+        .text()
+        .contains("kata_pulse_cri_up 0\n")));
+    assert_eq!(agent.get("/healthz").status, 200);
+    assert!(
+        wait_until(Duration::from_secs(15), || agent.get("/healthz").status
+            == 503),
+        "liveness never failed"
+    );
+    assert!(agent.get("/healthz").text().contains("CRI unreachable"));
+    ctd.restart().expect("start containerd");
+    assert!(
+        wait_until(Duration::from_secs(20), || agent.get("/healthz").status
+            == 200),
+        "liveness did not recover"
+    );
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cri::{ContainerInfo, ContainerSpec, ContainerUsage, CriClient};
+use crate::labels::CriStats;
 use crate::logging::RateLimit;
 
 /// How long a container's spec (limits, start time) is reused.
@@ -33,6 +34,7 @@ pub struct ContainerSnapshot {
 
 pub struct ContainerSource {
     cri: CriClient,
+    health: Arc<CriStats>,
     interval: Duration,
     last: tokio::sync::Mutex<Option<Arc<ContainerSnapshot>>>,
     specs: std::sync::Mutex<HashMap<String, (Instant, ContainerSpec)>>,
@@ -40,9 +42,10 @@ pub struct ContainerSource {
 }
 
 impl ContainerSource {
-    pub fn new(cri: CriClient, interval: Duration) -> Arc<ContainerSource> {
+    pub fn new(cri: CriClient, interval: Duration, health: Arc<CriStats>) -> Arc<ContainerSource> {
         Arc::new(ContainerSource {
             cri,
+            health,
             interval,
             last: tokio::sync::Mutex::new(None),
             specs: std::sync::Mutex::new(HashMap::new()),
@@ -68,6 +71,7 @@ impl ContainerSource {
         let started = Instant::now();
         let (containers, usage) =
             tokio::join!(self.cri.list_containers(), self.cri.list_container_stats());
+        self.health.record(containers.is_ok() && usage.is_ok());
         let snap = match (containers, usage) {
             (Ok(containers), Ok(usage)) => {
                 let containers: Vec<ContainerInfo> = containers

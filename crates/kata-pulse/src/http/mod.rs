@@ -114,7 +114,24 @@ async fn not_found() -> Response {
     )
 }
 
-async fn healthz() -> Response {
+/// Alive while serving; with `--cri-unhealthy-after`, not alive once CRI
+/// has been unreachable that long after having answered (a restart of the
+/// container mounts the runtime's new socket).
+async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    let limit = app.config.cri_unhealthy_after;
+    if !limit.is_zero() {
+        if let Some(down) = app.cri.down_for(crate::labels::unix_ms()) {
+            if down >= limit {
+                return text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "CRI unreachable for {}s (a runtime restart replaces its socket; restarting mounts the new one)\n",
+                        down.as_secs()
+                    ),
+                );
+            }
+        }
+    }
     text_response(StatusCode::OK, "ok\n")
 }
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds the kata-pulse container image without Docker and exports it as an
+# OCI archive:
+#   1. a statically linked kata-pulse (glibc, crt-static; no musl target is
+#      needed), checked with `file` and `ldd`;
+#   2. the repository's Dockerfile (FROM scratch) with buildah, in a build
+#      context that holds only that binary;
+#   3. `buildah push` to oci-archive:<file>, which `ctr images import`,
+#      `skopeo copy` or `podman load` take.
+#
+# Usage: scripts/build-image.sh [-t NAME] [-o FILE]
+#   -t NAME  image name (default localhost/kata-pulse:<crate version>)
+#   -o FILE  archive to write (default <target dir>/image/kata-pulse.oci.tar)
+# Prints the archive's path as the last line of its output.
+# Needs cargo, buildah (Debian: apt-get install buildah), file and ldd; runs
+# buildah with the vfs storage driver, which works without overlayfs.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+    PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+
+name=""
+output=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -t) name="${2:?-t needs a name}"; shift 2 ;;
+    -o) output="${2:?-o needs a file}"; shift 2 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-image.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+for tool in cargo buildah file ldd; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "build-image.sh: $tool is missing (Debian: apt-get install -y buildah file libc-bin)" >&2
+        exit 1
+    fi
+done
+
+target_triple=x86_64-unknown-linux-gnu
+if [ "$(uname -m)" != x86_64 ]; then
+    echo "build-image.sh: only x86_64 hosts are supported (this is $(uname -m))" >&2
+    exit 1
+fi
+
+meta=$(cargo metadata --format-version 1 --no-deps)
+target_dir=$(printf '%s' "$meta" | grep -o '"target_directory":"[^"]*"' | head -n1 | cut -d'"' -f4)
+version=$(printf '%s' "$meta" | grep -o '"name":"kata-pulse","version":"[^"]*"' | head -n1 | cut -d'"' -f8)
+if [ -z "$target_dir" ] || [ -z "$version" ]; then
+    echo "build-image.sh: cannot read the target dir or the kata-pulse version from cargo metadata" >&2
+    exit 1
+fi
+name=${name:-localhost/kata-pulse:$version}
+output=${output:-$target_dir/image/kata-pulse.oci.tar}
+
+echo "==> building a static kata-pulse $version ($target_triple, crt-static)"
+# --target keeps build scripts and proc macros dynamic; only the agent is static.
+RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
+    cargo build --release --locked --target "$target_triple" -p kata-pulse
+bin="$target_dir/$target_triple/release/kata-pulse"
+
+echo "==> checking that $bin is static"
+kind=$(file -b "$bin")
+echo "file: $kind"
+case "$kind" in
+*"statically linked"* | *"static-pie linked"*) ;;
+*) echo "build-image.sh: $bin is not statically linked" >&2; exit 1 ;;
+esac
+# ldd prints "not a dynamic executable" (exit 1) or "statically linked".
+ldd_out=$(ldd "$bin" 2>&1 || true)
+echo "ldd: $ldd_out"
+case "$ldd_out" in
+*"not a dynamic executable"* | *"statically linked"*) ;;
+*) echo "build-image.sh: ldd lists shared libraries for $bin" >&2; exit 1 ;;
+esac
+"$bin" --version
+
+context=$(mktemp -d "${TMPDIR:-/tmp}/kata-pulse-image.XXXXXX")
+trap 'rm -rf "$context"' EXIT
+cp "$bin" "$context/kata-pulse"
+cp Dockerfile .dockerignore "$context/"
+
+buildah() { command buildah --storage-driver vfs "$@"; }
+
+echo "==> buildah bud -t $name"
+buildah bud --isolation chroot --build-arg "VERSION=$version" -f "$context/Dockerfile" -t "$name" "$context"
+
+mkdir -p "$(dirname "$output")"
+rm -f "$output"
+echo "==> buildah push $name oci-archive:$output"
+# The reference after the path names the image inside the archive.
+buildah push "$name" "oci-archive:$output:$name"
+# The archive is the product; keep buildah's storage from growing per build.
+buildah rmi "$name" >/dev/null 2>&1 || true
+
+size=$(du -h "$output" | cut -f1)
+echo "==> image $name written ($size)"
+echo "$output"
