@@ -676,6 +676,8 @@ def test_pod_monitor(chart):
     assert spec["podMetricsEndpoints"] == [{
         "port": "metrics", "path": "/metrics", "scheme": "http",
         "interval": "30s", "scrapeTimeout": "10s", "honorLabels": True,
+        # The node's name as `node`, for the dashboard and the alerts.
+        "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}],
     }]
     # In another namespace it still selects the release namespace's pods.
     pm = only(render(chart, SCENARIOS["extra-args-and-everything"]), "PodMonitor")
