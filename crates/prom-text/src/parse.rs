@@ -212,9 +212,15 @@ impl<'a> Parser<'a> {
         idx
     }
 
-    /// Which family a sample name belongs to: `_bucket`/`_sum`/`_count` fold
-    /// into a declared histogram or summary of the base name.
+    /// Which family a sample name belongs to: its own, if declared, else
+    /// `_bucket`/`_sum`/`_count` fold into a declared histogram or summary
+    /// of the base name.
     fn family_for_sample(&mut self, name: &'a str) -> u32 {
+        // A family declared under the sample's own name wins (as in the
+        // reference Go parser): `foo_bucket` may be a family of its own.
+        if let Some(&idx) = self.index.get(name) {
+            return idx;
+        }
         for (suffix, histogram_only) in [("_bucket", true), ("_sum", false), ("_count", false)] {
             if let Some(base) = name.strip_suffix(suffix) {
                 if let Some(&idx) = self.index.get(base) {
