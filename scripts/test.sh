@@ -145,6 +145,10 @@ else
     echo "systemd-analyze not available: skipped"
 fi
 
+step "alert rules: promtool check rules / test rules"
+promtool check rules charts/kata-pulse/files/alerts.yaml
+promtool test rules tests/rules/*.yaml
+
 step "cargo test --workspace"
 cargo test --workspace
 
