@@ -236,45 +236,19 @@ fn run_limited_container(
     name: &str,
     args: &[&str],
 ) -> String {
-    use cri_api::runtime::v1::{
-        ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec,
-        LinuxContainerConfig, LinuxContainerResources, StartContainerRequest,
-    };
-    let req = CreateContainerRequest {
-        pod_sandbox_id: pod_id.to_string(),
-        config: Some(ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.to_string(),
-                attempt: 0,
-            }),
-            image: Some(ImageSpec {
-                image: ctd.pause_image().to_string(),
-                ..Default::default()
-            }),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            linux: Some(LinuxContainerConfig {
-                resources: Some(LinuxContainerResources {
-                    cpu_period: 100_000,
-                    cpu_quota: 50_000,
-                    cpu_shares: 512,
-                    memory_limit_in_bytes: 256 << 20,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+    use cri_api::runtime::v1::{LinuxContainerConfig, LinuxContainerResources};
+    let linux = LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 256 << 20,
             ..Default::default()
         }),
-        sandbox_config: pod_config,
+        ..Default::default()
     };
-    ctd.cri(Duration::from_secs(30), move |mut c| async move {
-        let id = c.create_container(req).await?.into_inner().container_id;
-        c.start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await?;
-        Ok(id)
-    })
-    .unwrap_or_else(|e| panic!("container {name}: {e:#}\n{}", ctd.log_tail(20)))
+    ctd.run_container_with(pod_id, pod_config, name, args, Some(linux))
+        .unwrap_or_else(|e| panic!("container {name}: {e:#}\n{}", ctd.log_tail(20)))
 }
 
 /// Alerting rule names in the rule file, in order.

@@ -531,6 +531,19 @@ impl Containerd {
         name: &str,
         args: &[&str],
     ) -> Result<String> {
+        self.run_container_with(pod_id, pod_config, name, args, None)
+    }
+
+    /// [`Containerd::run_container`] with a Linux config (resources,
+    /// security context) for the container.
+    pub fn run_container_with(
+        &self,
+        pod_id: &str,
+        pod_config: Option<cri_api::runtime::v1::PodSandboxConfig>,
+        name: &str,
+        args: &[&str],
+        linux: Option<cri_api::runtime::v1::LinuxContainerConfig>,
+    ) -> Result<String> {
         use cri_api::runtime::v1::{
             ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec,
             StartContainerRequest,
@@ -547,6 +560,7 @@ impl Containerd {
                     ..Default::default()
                 }),
                 args: args.iter().map(|a| a.to_string()).collect(),
+                linux,
                 ..Default::default()
             }),
             sandbox_config: pod_config,
