@@ -14,6 +14,7 @@ use prom_text::Rendered;
 use super::negotiate::gzip_accepted;
 use super::{lookup_sandbox, text_response, App};
 use crate::cadvisor;
+use crate::collect::Collection;
 use crate::self_metrics::{self, Sources};
 
 pub async fn metrics(
@@ -31,8 +32,30 @@ pub async fn metrics(
     let ms = u64::try_from(collection.duration.as_millis()).unwrap_or(u64::MAX);
     app.requests.observe_collection_ms(ms);
 
-    let prefixes = family_prefixes(query.get("filter_family").map(|s| s.as_str()));
-    let keep = |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p));
+    let prefixes: Vec<String> = family_prefixes(query.get("filter_family").map(|s| s.as_str()))
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let gzip = gzip_accepted(&headers);
+    // Merging (and compressing) a large node's output is CPU work of tens
+    // of milliseconds: keep it off the async workers that answer probes.
+    let work_app = app.clone();
+    let encoded =
+        tokio::task::spawn_blocking(move || build(&work_app, &collection, &prefixes, gzip)).await;
+    match encoded {
+        Ok((body, zipped)) => exposition_response(body, zipped, None),
+        Err(e) => text_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("building the response failed: {e}\n"),
+        ),
+    }
+}
+
+/// The whole aggregate response body: own metrics, cAdvisor view and every
+/// shim, merged; gzip-compressed when `gzip` (the flag says if it is).
+fn build(app: &App, collection: &Collection, prefixes: &[String], gzip: bool) -> (Vec<u8>, bool) {
+    let keep =
+        |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()));
     let shims: Vec<&Rendered> = collection
         .sandboxes
         .iter()
@@ -56,12 +79,12 @@ pub async fn metrics(
             cri: &app.cri,
             requests: &app.requests,
         },
-        &collection,
+        collection,
     );
     let cadvisor = app
         .config
         .cadvisor_metrics
-        .then(|| cadvisor_part(&collection));
+        .then(|| cadvisor_part(collection));
     let mut parts = Vec::with_capacity(shims.len() + 2);
     parts.push(&own);
     parts.extend(cadvisor.as_ref());
@@ -69,7 +92,21 @@ pub async fn metrics(
     let size: usize = parts.iter().map(|p| p.heap_bytes()).sum();
     let mut body = Vec::with_capacity(size);
     prom_text::merge(&parts, &keep, &mut body);
-    exposition_response(body, None, &headers)
+    if gzip {
+        if let Some(zipped) = gzip_bytes(&body) {
+            return (zipped, true);
+        }
+    }
+    (body, false)
+}
+
+fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 5 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body).ok()?;
+    enc.finish().ok()
 }
 
 /// The cAdvisor-compatible series of this collection.
@@ -127,7 +164,11 @@ async fn raw_sandbox(app: &App, query: &HashMap<String, String>, headers: &Heade
     match app.shim.get(&sandbox.socket, "/metrics").await {
         Ok(resp) => {
             let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();
-            exposition_response(resp.body.to_vec(), ct, headers)
+            let body = resp.body.to_vec();
+            match gzip_accepted(headers).then(|| gzip_bytes(&body)).flatten() {
+                Some(zipped) => exposition_response(zipped, true, ct),
+                None => exposition_response(body, false, ct),
+            }
         }
         Err(e) => text_response(
             StatusCode::BAD_GATEWAY,
@@ -138,36 +179,11 @@ async fn raw_sandbox(app: &App, query: &HashMap<String, String>, headers: &Heade
 
 fn exposition_response(
     body: Vec<u8>,
+    gzipped: bool,
     content_type: Option<HeaderValue>,
-    headers: &HeaderMap,
 ) -> Response {
     let ct = content_type.unwrap_or(HeaderValue::from_static(prom_text::CONTENT_TYPE));
-    if gzip_accepted(headers) {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 5 + 64),
-            flate2::Compression::fast(),
-        );
-        if enc.write_all(&body).is_ok() {
-            if let Ok(zipped) = enc.finish() {
-                return (
-                    [
-                        (http::header::CONTENT_TYPE, ct),
-                        (
-                            http::header::CONTENT_ENCODING,
-                            HeaderValue::from_static("gzip"),
-                        ),
-                        (
-                            http::header::VARY,
-                            HeaderValue::from_static("Accept-Encoding"),
-                        ),
-                    ],
-                    zipped,
-                )
-                    .into_response();
-            }
-        }
-    }
-    (
+    let mut resp = (
         [
             (http::header::CONTENT_TYPE, ct),
             (
@@ -177,7 +193,14 @@ fn exposition_response(
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if gzipped {
+        resp.headers_mut().insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    resp
 }
 
 #[cfg(test)]
