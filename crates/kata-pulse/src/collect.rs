@@ -37,8 +37,10 @@ pub struct ScrapeResult {
     /// Metadata the labels were rendered with; a change forces a new scrape.
     pub meta: Option<Arc<PodMeta>>,
     pub outcome: Result<ShimExposition, ScrapeFailure>,
-    /// Seconds per unit of the guest's `kata_guest_cpu_time`.
-    pub cpu_scale: f64,
+    /// Seconds per unit of the guest's `kata_guest_cpu_time`, once two
+    /// scrapes have shown it (`None` before: pod CPU is then not emitted,
+    /// rather than emitted in a unit that may jump later).
+    pub cpu_scale: Option<f64>,
 }
 
 impl ScrapeResult {
@@ -78,11 +80,13 @@ struct CpuUnit {
     /// 0.01 (clock ticks, Kata 2.3.1-2.4) or 1.0 (seconds, older).
     scale: f64,
     last: Option<(Instant, f64)>,
+    /// True once the growth rate matched a known unit.
+    known: bool,
 }
 
 impl CpuUnit {
     /// Feeds the mean per-CPU clock (sum of all items) seen at `at`.
-    fn observe(&mut self, at: Instant, clock: f64) -> f64 {
+    fn observe(&mut self, at: Instant, clock: f64) -> Option<f64> {
         if let Some((t0, c0)) = self.last {
             let dt = at.saturating_duration_since(t0).as_secs_f64();
             if dt >= 0.5 {
@@ -104,13 +108,18 @@ impl CpuUnit {
                         );
                     }
                     self.scale = scale;
+                    self.known = true;
                 }
                 self.last = Some((at, clock));
             }
         } else {
             self.last = Some((at, clock));
         }
-        self.scale
+        self.current()
+    }
+
+    fn current(&self) -> Option<f64> {
+        self.known.then_some(self.scale)
     }
 }
 
@@ -126,6 +135,7 @@ impl Default for Slot {
             cpu_unit: Mutex::new(CpuUnit {
                 scale: 0.001,
                 last: None,
+                known: false,
             }),
         }
     }
@@ -278,7 +288,21 @@ impl Collector {
         self.stats.shim_scrapes.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.client.get(&sb.socket, "/metrics").await {
             Ok(resp) => {
-                let exp = exposition::relabel(&resp.body, &sb.id, meta.as_deref(), self.wanted);
+                // Parsing and rendering are CPU work proportional to what
+                // the shim sent: keep them off the async workers.
+                let (id, m, wanted) = (sb.id.clone(), meta.clone(), self.wanted);
+                let body = resp.body;
+                let exp = match tokio::task::spawn_blocking(move || {
+                    exposition::relabel(&body, &id, m.as_deref(), wanted)
+                })
+                .await
+                {
+                    Ok(exp) => exp,
+                    Err(e) => {
+                        tracing::error!(sandbox_id = %sb.id, error = %e, "parsing a shim body failed");
+                        exposition::relabel(b"", &sb.id, None, self.wanted)
+                    }
+                };
                 slot.parse_errors
                     .fetch_add(u64::from(exp.parse_errors), Ordering::Relaxed);
                 self.stats
@@ -288,10 +312,19 @@ impl Collector {
                     tracing::warn!(sandbox_id = %sb.id, skipped_lines = exp.parse_errors,
                         first = ?exp.first_errors, "shim metrics had malformed lines; they were skipped");
                 }
-                if exp.samples == 0 && exp.parse_errors > 0 {
+                if exp.over_limit {
+                    Err(ScrapeFailure {
+                        reason: "too_many_samples",
+                        message: format!(
+                            "{} samples, more than the {} accepted from one shim",
+                            exp.samples,
+                            exposition::MAX_SHIM_SAMPLES
+                        ),
+                    })
+                } else if exp.samples == 0 {
                     Err(ScrapeFailure {
                         reason: "parse",
-                        message: format!("no valid sample, {} malformed lines", exp.parse_errors),
+                        message: format!("no valid sample ({} malformed lines)", exp.parse_errors),
                     })
                 } else {
                     Ok(exp)
@@ -322,7 +355,7 @@ impl Collector {
                 .and_then(|g| g.per_cpu_clock)
             {
                 Some(clock) => unit.observe(finished, clock),
-                None => unit.scale,
+                None => unit.current(),
             }
         };
         let result = Arc::new(ScrapeResult {
@@ -424,16 +457,27 @@ mod tests {
         let mut u = CpuUnit {
             scale: 0.001,
             last: None,
+            known: false,
         };
-        assert_eq!(u.observe(t0, 1_000_000.0), 0.001);
+        // Unknown until the growth was seen.
+        assert_eq!(u.observe(t0, 1_000_000.0), None);
         // Ticks: 100 per second of wall time.
-        assert_eq!(u.observe(t0 + Duration::from_secs(10), 1_001_000.0), 0.01);
+        assert_eq!(
+            u.observe(t0 + Duration::from_secs(10), 1_001_000.0),
+            Some(0.01)
+        );
         // Too close together: no new decision.
-        assert_eq!(u.observe(t0 + Duration::from_millis(10_100), 9e9), 0.01);
+        assert_eq!(
+            u.observe(t0 + Duration::from_millis(10_100), 9e9),
+            Some(0.01)
+        );
         // Milliseconds: 1000 per second.
-        assert_eq!(u.observe(t0 + Duration::from_secs(20), 1_011_000.0), 0.001);
+        assert_eq!(
+            u.observe(t0 + Duration::from_secs(20), 1_011_000.0),
+            Some(0.001)
+        );
         // Nonsense growth (a reset): keep what was known.
-        assert_eq!(u.observe(t0 + Duration::from_secs(30), 5.0), 0.001);
+        assert_eq!(u.observe(t0 + Duration::from_secs(30), 5.0), Some(0.001));
     }
 
     #[tokio::test]

@@ -174,9 +174,19 @@ impl Discovery {
         let root = self.roots[idx].clone();
         let entries = match std::fs::read_dir(&root.path) {
             Ok(entries) => entries,
-            Err(_) => {
-                // Missing (no sandbox of that runtime yet) or unreadable.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                // No sandbox of that runtime (yet), or the folder went away.
                 self.forget_root(&root.path);
+                return;
+            }
+            Err(e) => {
+                // A passing error (out of file descriptors ...) says nothing
+                // about the sandboxes: keep what is known, try again later.
+                self.stats.watch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(root = %root.path.display(), error = %e, "cannot list sandbox folder; keeping what was known");
                 return;
             }
         };

@@ -38,7 +38,14 @@ pub struct ShimExposition {
     pub first_errors: Vec<(u32, &'static str)>,
     /// Families refused because they use the agent's own prefixes.
     pub dropped_families: u32,
+    /// More than [`MAX_SHIM_SAMPLES`] samples: nothing was rendered.
+    pub over_limit: bool,
 }
+
+/// Samples one shim body may hold. Real shims send about a thousand; the
+/// cap keeps the relabelled copy (four labels more per sample) bounded
+/// whatever a shim sends within `--max-shim-body-bytes`.
+pub const MAX_SHIM_SAMPLES: usize = 50_000;
 
 /// Which products of a body are wanted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +69,17 @@ pub fn relabel(
     wanted: Wanted,
 ) -> ShimExposition {
     let parsed = prom_text::parse(body);
+    if parsed.samples.len() > MAX_SHIM_SAMPLES {
+        return ShimExposition {
+            rendered: Rendered::default(),
+            samples: parsed.samples.len() as u64,
+            guest: None,
+            parse_errors: parsed.errors.count,
+            first_errors: parsed.errors.first.clone(),
+            dropped_families: 0,
+            over_limit: true,
+        };
+    }
     let (uid, name, ns) = meta
         .map(|m| (m.uid.as_str(), m.name.as_str(), m.namespace.as_str()))
         .unwrap_or(("", "", ""));
@@ -88,6 +106,7 @@ pub fn relabel(
         parse_errors: parsed.errors.count,
         first_errors: parsed.errors.first.clone(),
         dropped_families: u32::try_from(dropped).unwrap_or(u32::MAX),
+        over_limit: false,
     }
 }
 
@@ -182,6 +201,14 @@ cri_name=\"nginx-6d4cf56db6-k8xqz\",cri_namespace=\"default\""
         );
         let kinds: Vec<MetricType> = back.families.iter().map(|f| f.kind).collect();
         assert!(kinds.contains(&MetricType::Histogram));
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_not_rendered() {
+        let body = "a 1\n".repeat(MAX_SHIM_SAMPLES + 1);
+        let e = relabel(body.as_bytes(), "s", None, Wanted::ALL);
+        assert!(e.over_limit);
+        assert_eq!(e.rendered.families().len(), 0);
     }
 
     #[test]

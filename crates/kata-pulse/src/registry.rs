@@ -115,12 +115,15 @@ impl Registry {
     /// Replaces the metadata with CRI's current answer, keeping only pods
     /// that are discovered sandboxes. Returns the ids whose metadata changed.
     pub fn apply_cri(&self, pods: HashMap<String, PodMeta>) -> Vec<String> {
-        let sandboxes = read(&self.sandboxes);
+        // One lock at a time, never nested: nested read/write locks taken in
+        // different orders by different tasks can deadlock.
+        let discovered: std::collections::HashSet<String> =
+            read(&self.sandboxes).keys().cloned().collect();
         let mut meta = write(&self.meta);
         let mut changed = Vec::new();
-        let mut next: HashMap<String, Arc<PodMeta>> = HashMap::with_capacity(sandboxes.len());
+        let mut next: HashMap<String, Arc<PodMeta>> = HashMap::with_capacity(discovered.len());
         for (id, pod) in pods {
-            if !sandboxes.contains_key(&id) {
+            if !discovered.contains(&id) {
                 continue;
             }
             match meta.get(&id) {
@@ -140,11 +143,10 @@ impl Registry {
 
     /// Discovered sandboxes CRI has not described yet.
     pub fn unlabelled_ids(&self) -> Vec<String> {
+        let ids: Vec<String> = read(&self.sandboxes).keys().cloned().collect();
         let meta = read(&self.meta);
-        read(&self.sandboxes)
-            .keys()
-            .filter(|id| !meta.contains_key(*id))
-            .cloned()
+        ids.into_iter()
+            .filter(|id| !meta.contains_key(id))
             .collect()
     }
 

@@ -64,9 +64,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         discovery: discovery_stats,
         cri: cri_stats,
         requests: Arc::new(RequestStats::default()),
+        metrics_builds: Arc::new(tokio::sync::Semaphore::new(http::CONCURRENT_METRICS)),
     });
+    let mut discovery = discovery;
+    let mut labeller = labeller;
+    // The background tasks run forever; if one ends (a panic), exit so the
+    // supervisor restarts the agent instead of serving a frozen view.
     let result = tokio::select! {
         r = http::serve(listener, app) => r.map_err(anyhow::Error::from),
+        r = &mut discovery => Err(anyhow::anyhow!("sandbox discovery stopped: {r:?}")),
+        r = &mut labeller => Err(anyhow::anyhow!("CRI labelling stopped: {r:?}")),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())

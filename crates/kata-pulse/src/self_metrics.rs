@@ -35,13 +35,15 @@ impl RequestStats {
     /// Records one aggregate collection, in whole milliseconds as
     /// kata-monitor does.
     pub fn observe_collection_ms(&self, ms: u64) {
+        // Count first, buckets after; readers take buckets first, count
+        // after: a concurrent read never shows a bucket above +Inf.
+        self.duration_count.fetch_add(1, Ordering::SeqCst);
+        self.duration_sum_ms.fetch_add(ms, Ordering::SeqCst);
         for (bucket, le) in self.duration_buckets.iter().zip(BUCKETS_MS) {
             if ms <= le {
-                bucket.fetch_add(1, Ordering::Relaxed);
+                bucket.fetch_add(1, Ordering::SeqCst);
             }
         }
-        self.duration_count.fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }
 
@@ -93,12 +95,19 @@ fn kata_monitor_compat(r: &mut Rendered, src: &Sources<'_>, collection: &Collect
         "Time used to scrape from shims",
         MetricType::Histogram,
     );
-    for (bucket, le) in req.duration_buckets.iter().zip(BUCKETS_MS) {
-        r.sample("_bucket", &[("le", &le.to_string())], load(bucket));
+    let buckets: Vec<f64> = req
+        .duration_buckets
+        .iter()
+        .map(|b| b.load(Ordering::SeqCst) as f64)
+        .collect();
+    let count = req.duration_count.load(Ordering::SeqCst) as f64;
+    let sum = req.duration_sum_ms.load(Ordering::SeqCst) as f64;
+    for (value, le) in buckets.iter().zip(BUCKETS_MS) {
+        r.sample("_bucket", &[("le", &le.to_string())], *value);
     }
-    r.sample("_bucket", &[("le", "+Inf")], load(&req.duration_count));
-    r.sample("_sum", &[], load(&req.duration_sum_ms));
-    r.sample("_count", &[], load(&req.duration_count));
+    r.sample("_bucket", &[("le", "+Inf")], count);
+    r.sample("_sum", &[], sum);
+    r.sample("_count", &[], count);
 
     let p = process::read_self();
     let gauges: [(&str, &str, Option<f64>, MetricType); 6] = [
@@ -281,7 +290,7 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     );
     r.begin_family(
         "kata_pulse_cri_requests_total",
-        "CRI ListPodSandbox calls by result.",
+        "CRI calls by result (pod listings, and container listings for the cAdvisor view).",
         MetricType::Counter,
     );
     r.sample("", &[("result", "success")], load(&c.requests_ok));

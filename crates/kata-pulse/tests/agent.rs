@@ -411,8 +411,24 @@ fn raw_and_cadvisor_families_switch_independently() {
     let both = start(&roots, &[]);
     let fams = families(&both.get("/metrics").text());
     assert!(fams.contains_key("kata_guest_cpu_time"));
-    assert!(fams.contains_key("container_cpu_usage_seconds_total"));
+    assert!(fams.contains_key("container_memory_working_set_bytes"));
     assert!(fams.contains_key("kata_pulse_pod_host_cpu_seconds_total"));
+    // Pod CPU appears once two scrapes have shown the guest's CPU time unit
+    // (the simulated agent reports milliseconds, as Kata >= 2.5 does).
+    assert!(!fams.contains_key("container_cpu_usage_seconds_total"));
+    let mut cpu = None;
+    assert!(wait_until(Duration::from_secs(6), || {
+        std::thread::sleep(Duration::from_millis(600));
+        let text = both.get("/metrics").text();
+        cpu = text
+            .lines()
+            .find(|l| l.starts_with("container_cpu_usage_seconds_total{container=\"\""))
+            .map(String::from);
+        cpu.is_some()
+    }));
+    // The fixture's guest has used about 41.7 s of CPU (ms / 1000), not 41680.
+    let value: f64 = cpu.unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((40.0..200.0).contains(&value), "pod CPU {value}");
     drop(both);
 
     let no_raw = start(&roots, &["--kata-metrics", "false"]);

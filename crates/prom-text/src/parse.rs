@@ -137,6 +137,10 @@ struct Parser<'a> {
 
 type LineResult = Result<(), &'static str>;
 
+/// Labels one sample may carry; bounds the duplicate-name check (quadratic
+/// in the label count) and the output of a hostile line.
+pub const MAX_LABELS: usize = 64;
+
 impl<'a> Parser<'a> {
     fn line(&mut self, line: &'a str) -> LineResult {
         let trimmed = line.trim_start_matches([' ', '\t']);
@@ -278,9 +282,11 @@ impl<'a> Parser<'a> {
         }
         let value = parse_value(value_text).ok_or("invalid sample value")?;
         let (ts, rest) = split_token(rest);
+        // Prometheus' scraper takes only plain digits (no sign) and rejects
+        // the whole scrape otherwise: such a line must not be passed on.
         let timestamp = if ts.is_empty() {
             None
-        } else if ts.parse::<i64>().is_ok() {
+        } else if ts.bytes().all(|b| b.is_ascii_digit()) && ts.parse::<i64>().is_ok() {
             Some(ts)
         } else {
             return Err("invalid timestamp");
@@ -343,8 +349,13 @@ impl<'a> Parser<'a> {
                 .find(['=', ' ', '\t'])
                 .ok_or("unterminated label set")?;
             let name = &rest[..name_end];
-            if !is_valid_label_name(name) {
+            // `__`-prefixed names are reserved (`__name__` among them):
+            // Prometheus rejects the whole scrape for them.
+            if !is_valid_label_name(name) || name.starts_with("__") {
                 return Err("invalid label name");
+            }
+            if self.labels.len() - start >= MAX_LABELS {
+                return Err("too many labels on one sample");
             }
             rest = rest[name_end..].trim_start_matches([' ', '\t']);
             rest = rest
@@ -507,6 +518,18 @@ h_bucket 1\n# TYPE hh histogram\nhh_bucket{x=\"1\"} 1\nfine 2\n";
         // No label leaked from a rejected line into the next sample.
         let fine = e.family("fine").unwrap();
         assert!(e.labels_of(&e.samples_of(fine)[0]).is_empty());
+    }
+
+    #[test]
+    fn lines_prometheus_would_reject_are_dropped() {
+        let many: String = (0..100).map(|i| format!("l{i}=\"v\",")).collect();
+        let body = format!(
+            "a 1 +1700000000000\nb 1 -5\nc{{__name__=\"x\"}} 1\nd{{{many}}} 1\nok 1 1700000000000\n"
+        );
+        let e = parse(body.as_bytes());
+        let names: Vec<&str> = e.families.iter().map(|f| f.name).collect();
+        assert_eq!(names, vec!["ok"]);
+        assert_eq!(e.errors.count, 4);
     }
 
     #[test]

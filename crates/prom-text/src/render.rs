@@ -106,7 +106,7 @@ impl Rendered {
             .map(|(n, v)| (*n, escape_label_value(v)))
             .collect();
         let mut out = Rendered {
-            buf: Vec::with_capacity(exp.samples.len() * 160),
+            buf: Vec::with_capacity((exp.samples.len() * 160).min(1 << 20)),
             families: Vec::with_capacity(exp.families.len()),
             ..Rendered::default()
         };
@@ -146,8 +146,18 @@ impl Rendered {
                         first = false;
                     };
                     for l in labels.iter().filter(|l| Some(l.name) != special) {
+                        let clashes = escaped.iter().any(|(n, _)| *n == l.name);
+                        // `exported_<name>` already on the sample: keeping
+                        // both would repeat a label name.
+                        if clashes
+                            && labels
+                                .iter()
+                                .any(|o| o.name.strip_prefix("exported_") == Some(l.name))
+                        {
+                            continue;
+                        }
                         sep(&mut out.buf);
-                        if escaped.iter().any(|(n, _)| *n == l.name) {
+                        if clashes {
                             out.buf.extend_from_slice(b"exported_");
                         }
                         write_label(&mut out.buf, l.name, l.value);
@@ -185,6 +195,7 @@ impl Rendered {
             });
         }
         out.sort_and_dedup();
+        out.buf.shrink_to_fit();
         out
     }
 
@@ -318,6 +329,16 @@ h_sum{sandbox_id=\"S\",cri_uid=\"\"} 3\nh_count{sandbox_id=\"S\",cri_uid=\"\"} 1
 #kata_shim_process_open_fds Untyped\n\
 kata_shim_process_open_fds{exported_sandbox_id=\"evil\",sandbox_id=\"a\\\"b\"} 3\n\
 #zeta Untyped\nzeta{sandbox_id=\"a\\\"b\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn clash_with_an_existing_exported_label_never_repeats_it() {
+        let e = parse(b"a{sandbox_id=\"x\",exported_sandbox_id=\"y\"} 1\n");
+        let r = Rendered::from_exposition(&e, &[("sandbox_id", "S")], |_| FamilyAction::Keep);
+        assert_eq!(
+            text(&r),
+            "#a Untyped\na{exported_sandbox_id=\"y\",sandbox_id=\"S\"} 1\n"
         );
     }
 

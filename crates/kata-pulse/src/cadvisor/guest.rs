@@ -80,6 +80,10 @@ pub struct GuestStats {
     pub host: Vec<HostProcess>,
 }
 
+/// Interfaces and disks considered per guest; a VM has a handful, the cap
+/// keeps the name lookups cheap whatever a guest reports.
+const MAX_DEVICES: usize = 256;
+
 /// Picks the figures out of a parsed shim body.
 pub fn extract(exp: &Exposition<'_>) -> GuestStats {
     // The Go shim reports /proc/<pid>/status sizes in bytes, the Rust
@@ -199,6 +203,7 @@ fn netdevs(exp: &Exposition<'_>) -> Vec<NetDev> {
         }
         let idx = match out.iter().position(|n| n.interface == iface) {
             Some(i) => i,
+            None if out.len() >= MAX_DEVICES => continue,
             None => {
                 out.push(NetDev {
                     interface: iface.into_owned(),
@@ -239,6 +244,7 @@ fn whole_disks(exp: &Exposition<'_>) -> Vec<Disk> {
         let disk = unescape_label_value(disk);
         let idx = match all.iter().position(|d| d.name == disk) {
             Some(i) => i,
+            None if all.len() >= MAX_DEVICES => continue,
             None => {
                 all.push(Disk {
                     name: disk.into_owned(),
@@ -262,22 +268,36 @@ fn whole_disks(exp: &Exposition<'_>) -> Vec<Disk> {
     all
 }
 
-/// A partition is named after its disk plus a number (`sda1`, `vdb2`) or
-/// `p` and a number (`pmem0p1`, `nvme0n1p1`, `mmcblk0p1`); virtual devices
-/// (`loop`, `ram`, `zram`, `dm-`) sit on top of real disks.
+/// A partition is named after its disk plus a number (`sda1`, `vdb2`) or,
+/// when the disk's name ends in a digit, `p` and a number (`pmem0p1`,
+/// `nvme0n1p1`, `mmcblk0p1`); so `pmem10` is a disk, not a partition of
+/// `pmem1`. Virtual devices (`loop`, `ram`, `zram`, `dm-`, `md<N>`, `nbd`)
+/// sit on top of real disks.
 pub fn is_whole_disk(name: &str, all: &[String]) -> bool {
-    if ["loop", "ram", "zram", "dm-", "md", "nbd"]
+    let numbered = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if ["loop", "ram", "zram", "md", "nbd"]
         .iter()
-        .any(|p| name.starts_with(p))
+        .any(|p| numbered(p))
+        || name.starts_with("dm-")
     {
         return false;
     }
     !all.iter().any(|parent| {
-        parent != name
-            && name.strip_prefix(parent.as_str()).is_some_and(|rest| {
-                let digits = rest.strip_prefix('p').unwrap_or(rest);
-                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-            })
+        let Some(rest) = name.strip_prefix(parent.as_str()).filter(|r| !r.is_empty()) else {
+            return false;
+        };
+        let digits = if parent.ends_with(|c: char| c.is_ascii_digit()) {
+            match rest.strip_prefix('p') {
+                Some(d) => d,
+                None => return false,
+            }
+        } else {
+            rest
+        };
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
     })
 }
 
@@ -375,12 +395,20 @@ mod tests {
             "loop0",
             "dm-0",
             "sdb",
+            "pmem1",
+            "pmem10",
+            "nvme0n10",
+            "mdisk",
+            "md127",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let whole: Vec<&String> = all.iter().filter(|d| is_whole_disk(d, &all)).collect();
-        assert_eq!(whole, vec!["sda", "vdb", "pmem0", "nvme0n1", "sdb"]);
+        assert_eq!(
+            whole,
+            vec!["sda", "vdb", "pmem0", "nvme0n1", "sdb", "pmem1", "pmem10", "nvme0n10", "mdisk"]
+        );
     }
 
     #[test]

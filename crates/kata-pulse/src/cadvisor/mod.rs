@@ -36,8 +36,9 @@ pub struct PodInput<'a> {
     pub pod: &'a str,
     /// `None` when the last scrape of the shim failed.
     pub guest: Option<&'a GuestStats>,
-    /// Seconds per unit of `kata_guest_cpu_time` (0.001 for milliseconds).
-    pub cpu_scale: f64,
+    /// Seconds per unit of `kata_guest_cpu_time` (0.001 for milliseconds);
+    /// `None` while unknown, and the pod's CPU series are left out.
+    pub cpu_scale: Option<f64>,
 }
 
 type Labels<'a> = Vec<(&'a str, &'a str)>;
@@ -203,7 +204,7 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
                 let c = g.cpu.as_ref()?;
                 Some((
                     with(cx.pod_labels(i), &[("cpu", "total")]),
-                    (c.user + c.nice + c.system + c.irq + c.softirq) * p.cpu_scale,
+                    (c.user + c.nice + c.system + c.irq + c.softirq) * p.cpu_scale?,
                 ))
             })
             .chain(cx.containers.iter().filter_map(|c| {
@@ -220,7 +221,7 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .filter_map(|(i, p, g)| {
                 g.cpu
                     .as_ref()
-                    .map(|c| (cx.pod_labels(i), (c.user + c.nice) * p.cpu_scale))
+                    .and_then(|c| Some((cx.pod_labels(i), (c.user + c.nice) * p.cpu_scale?)))
             })
             .collect::<Vec<_>>(),
     );
@@ -230,12 +231,11 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
         MetricType::Counter,
         cx.guests()
             .filter_map(|(i, p, g)| {
-                g.cpu.as_ref().map(|c| {
-                    (
-                        cx.pod_labels(i),
-                        (c.system + c.irq + c.softirq) * p.cpu_scale,
-                    )
-                })
+                let c = g.cpu.as_ref()?;
+                Some((
+                    cx.pod_labels(i),
+                    (c.system + c.irq + c.softirq) * p.cpu_scale?,
+                ))
             })
             .collect::<Vec<_>>(),
     );

@@ -20,7 +20,7 @@ fn pod<'a>(g: &'a GuestStats, scale: f64) -> PodInput<'a> {
         namespace: "shop",
         pod: "web-0",
         guest: Some(g),
-        cpu_scale: scale,
+        cpu_scale: Some(scale),
     }
 }
 
@@ -82,6 +82,18 @@ fn pod_cpu_from_guest_milliseconds() {
         value(&t, "container_cpu_usage_seconds_total", &POD).unwrap(),
         416.8
     ));
+}
+
+#[test]
+fn pod_cpu_waits_for_a_known_unit() {
+    let g = guest(GO);
+    let p = PodInput {
+        cpu_scale: None,
+        ..pod(&g, 0.001)
+    };
+    let t = text(&render(&[p], None, 1.7e9, 100.0));
+    assert_eq!(value(&t, "container_cpu_usage_seconds_total", &POD), None);
+    assert!(value(&t, "container_memory_usage_bytes", &POD).is_some());
 }
 
 #[test]
@@ -382,21 +394,21 @@ fn sandboxes_without_cri_metadata_never_collide() {
             namespace: "",
             pod: "",
             guest: Some(&g),
-            cpu_scale: 0.001,
+            cpu_scale: Some(0.001),
         },
         PodInput {
             sandbox_id: "bbb",
             namespace: "",
             pod: "",
             guest: Some(&g),
-            cpu_scale: 0.001,
+            cpu_scale: Some(0.001),
         },
         PodInput {
             sandbox_id: "ccc",
             namespace: "",
             pod: "",
             guest: None,
-            cpu_scale: 0.001,
+            cpu_scale: Some(0.001),
         },
     ];
     let t = text(&render(&pods, None, 0.0, 100.0));

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use super::{lookup_sandbox, text_response, App};
 
 /// Longest profile or trace a client may ask for.
-const MAX_PROFILE: Duration = Duration::from_secs(600);
+pub(crate) const MAX_PROFILE: Duration = Duration::from_secs(600);
 
 pub async fn disabled() -> Response {
     text_response(
@@ -57,7 +57,8 @@ pub async fn proxy(
         .get("seconds")
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s).min(MAX_PROFILE))
+        // Clamp before converting: a huge float would not fit a Duration.
+        .map(|s| Duration::from_secs_f64(s.min(MAX_PROFILE.as_secs_f64())))
         .unwrap_or(Duration::ZERO);
     let header_timeout = app.shim.timeout + seconds;
     let resp = match app

@@ -28,6 +28,9 @@ pub async fn metrics(
     if query.get("sandbox").is_some_and(|s| !s.is_empty()) {
         return raw_sandbox(&app, &query, &headers).await;
     }
+    // The semaphore is never closed; holding a permit bounds how many whole
+    // responses exist in memory at once.
+    let _build = app.metrics_builds.clone().acquire_owned().await.ok();
     let collection = app.collector.collect().await;
     let ms = u64::try_from(collection.duration.as_millis()).unwrap_or(u64::MAX);
     app.requests.observe_collection_ms(ms);
@@ -124,7 +127,7 @@ fn cadvisor_part(collection: &crate::collect::Collection) -> Rendered {
                 namespace: s.meta.as_ref().map(|m| m.namespace.as_str()).unwrap_or(""),
                 pod: s.meta.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
                 guest: ok.and_then(|(_, e)| e.guest.as_ref()),
-                cpu_scale: ok.map(|(r, _)| r.cpu_scale).unwrap_or(0.001),
+                cpu_scale: ok.and_then(|(r, _)| r.cpu_scale),
             }
         })
         .collect();

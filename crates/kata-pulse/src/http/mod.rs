@@ -34,6 +34,12 @@ use crate::shim_client::ShimClient;
 const MAX_CONNECTIONS: usize = 512;
 /// Time a client gets to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest life of one connection (keep-alive included), so clients that
+/// stop reading cannot hold connection slots; Prometheus simply reconnects.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Aggregate `/metrics` responses built at the same time: each holds a
+/// whole response in memory.
+pub(crate) const CONCURRENT_METRICS: usize = 4;
 
 /// Shared state of all handlers.
 pub struct App {
@@ -44,6 +50,8 @@ pub struct App {
     pub discovery: Arc<DiscoveryStats>,
     pub cri: Arc<CriStats>,
     pub requests: Arc<RequestStats>,
+    /// Bounds aggregate `/metrics` builds in flight ([`CONCURRENT_METRICS`]).
+    pub metrics_builds: Arc<Semaphore>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -68,6 +76,12 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Serves until the listener fails.
 pub async fn serve(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> {
+    // Profiles proxied by the debug endpoints may stream for minutes.
+    let lifetime = if app.config.enable_debug_proxy {
+        CONNECTION_LIFETIME + debug::MAX_PROFILE
+    } else {
+        CONNECTION_LIFETIME
+    };
     let router = router(app);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -91,8 +105,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> 
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            match tokio::time::timeout(lifetime, conn).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended with an error"),
+                Err(_) => tracing::debug!("HTTP connection closed at its maximum lifetime"),
+                Ok(Ok(())) => {}
             }
         });
     }
