@@ -9,8 +9,10 @@ use crate::cri::PodMeta;
 /// Label names appended to every shim sample, in kata-monitor's order.
 pub const IDENTITY_LABELS: [&str; 4] = ["sandbox_id", "cri_uid", "cri_name", "cri_namespace"];
 
-/// Family-name prefixes the agent owns: a shim cannot inject into them.
-pub const OWN_PREFIXES: [&str; 2] = ["kata_monitor_", "kata_pulse_"];
+/// Family-name prefixes the agent owns: a shim (or, through it, a guest)
+/// cannot inject into them. `container_` is the cAdvisor view's: a guest
+/// must not be able to forge series for other pods there.
+pub const OWN_PREFIXES: [&str; 3] = ["kata_monitor_", "kata_pulse_", "container_"];
 
 /// kata-monitor's renaming: the shim's Go runtime and process collectors
 /// (`go_*`, `process_*`) become `kata_shim_*`, so they cannot be confused
@@ -214,12 +216,12 @@ cri_name=\"nginx-6d4cf56db6-k8xqz\",cri_namespace=\"default\""
     #[test]
     fn shim_cannot_write_agent_families() {
         let e = relabel(
-            b"kata_monitor_scrape_count 999\nkata_pulse_x 1\nok 1\n",
+            b"kata_monitor_scrape_count 999\nkata_pulse_x 1\nok 1\ncontainer_cpu_usage_seconds_total{pod=\"victim\"} 1e9\n",
             "s",
             None,
             Wanted::ALL,
         );
-        assert_eq!(e.dropped_families, 2);
+        assert_eq!(e.dropped_families, 3);
         assert_eq!(e.rendered.families().len(), 1);
     }
 }

@@ -314,7 +314,7 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
         MetricType::Counter,
     );
     r.sample("", &[], load(&req.conflict_samples));
-    r.begin_family("kata_pulse_shim_reserved_families_total", "Shim families refused because they used the agent's own kata_monitor_/kata_pulse_ prefixes.", MetricType::Counter);
+    r.begin_family("kata_pulse_shim_reserved_families_total", "Shim families refused because they used the agent's own kata_monitor_, kata_pulse_ or container_ prefixes.", MetricType::Counter);
     r.sample("", &[], load(&src.collector.stats.dropped_families));
     r.begin_family(
         "kata_pulse_scrape_cache_bytes",

@@ -19,7 +19,7 @@ use crate::logging::RateLimit;
 
 /// How long a container's spec (limits, start time) is reused.
 const SPEC_TTL: Duration = Duration::from_secs(60);
-/// ContainerStatus calls per snapshot at most (new containers first).
+/// ContainerStatus calls per snapshot at most; the rest wait for the next.
 const MAX_SPEC_CALLS: usize = 64;
 
 /// What CRI said about containers at one point in time.

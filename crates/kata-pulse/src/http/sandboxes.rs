@@ -66,9 +66,14 @@ pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
                     .meta(&s.id)
                     .map(|m| format!(" ({}/{})", html_escape(&m.namespace), html_escape(&m.name)))
                     .unwrap_or_default();
+                let pprof = if app.config.enable_debug_proxy {
+                    format!("<a href='/debug/pprof/?sandbox={}'>pprof</a>, ", s.id)
+                } else {
+                    String::new()
+                };
                 body.push_str(&format!(
-                    "<li>{id}{pod}: <a href='/debug/pprof/?sandbox={id}'>pprof</a>, \
-<a href='/metrics?sandbox={id}'>metrics</a>, <a href='/agent-url?sandbox={id}'>agent-url</a></li>\n",
+                    "<li>{id}{pod}: {pprof}<a href='/metrics?sandbox={id}'>metrics</a>, \
+<a href='/agent-url?sandbox={id}'>agent-url</a></li>\n",
                     id = s.id
                 ));
             }
