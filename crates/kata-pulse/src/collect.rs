@@ -209,6 +209,12 @@ impl Collector {
         })
     }
 
+    /// A share of `--shim-concurrency` for a one-off shim request
+    /// (`?sandbox=`, `/agent-url`), so they cannot swamp the shims either.
+    pub async fn shim_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.acquire().await.ok()
+    }
+
     /// Longest a request waits for shims.
     pub fn deadline(&self) -> Duration {
         self.client.timeout * 2 + Duration::from_secs(1)

@@ -164,6 +164,7 @@ async fn raw_sandbox(app: &App, query: &HashMap<String, String>, headers: &Heade
         Ok(s) => s,
         Err(resp) => return *resp,
     };
+    let _permit = app.collector.shim_permit().await;
     match app.shim.get(&sandbox.socket, "/metrics").await {
         Ok(resp) => {
             let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();

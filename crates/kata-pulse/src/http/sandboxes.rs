@@ -133,6 +133,7 @@ pub async fn agent_url(
         Ok(s) => s,
         Err(resp) => return *resp,
     };
+    let _permit = app.collector.shim_permit().await;
     match app.shim.get(&sandbox.socket, "/agent-url").await {
         Ok(resp) => {
             let url = String::from_utf8_lossy(&resp.body).trim().to_string();
