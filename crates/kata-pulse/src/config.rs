@@ -239,6 +239,15 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, String> {
         let runtime_endpoint = cri_api::parse_endpoint(&cli.runtime_endpoint)
             .map_err(|e| format!("invalid --runtime-endpoint {:?}: {e}", cli.runtime_endpoint))?;
+        if let cri_api::Endpoint::Tcp { host_port } = &runtime_endpoint {
+            // What the gRPC channel will be built from: refuse it now, not
+            // after start-up.
+            format!("http://{host_port}")
+                .parse::<http::Uri>()
+                .map_err(|e| {
+                    format!("invalid --runtime-endpoint {:?}: {e}", cli.runtime_endpoint)
+                })?;
+        }
         let log_filter = log_filter(&cli.log_level)?;
         let sandbox_roots = sandbox_roots(&cli.sandbox_dirs)?;
         if cli.shim_timeout.is_zero() || cli.shim_timeout > Duration::from_secs(300) {
@@ -459,6 +468,7 @@ mod tests {
             &["--sandbox-dirs", ""],
             &["--runtime-endpoint", ""],
             &["--runtime-endpoint", "http://x"],
+            &["--runtime-endpoint", "tcp://a%b:1"],
             &["--log-format", "xml"],
             &["--no-such-flag"],
         ] {
