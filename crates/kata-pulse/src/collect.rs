@@ -178,6 +178,8 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// A collector with every product and no container source (tests).
+    #[cfg(test)]
     pub fn new(
         registry: Arc<Registry>,
         client: ShimClient,
@@ -298,42 +300,16 @@ impl Collector {
                 // the shim sent: keep them off the async workers.
                 let (id, m, wanted) = (sb.id.clone(), meta.clone(), self.wanted);
                 let body = resp.body;
-                let exp = match tokio::task::spawn_blocking(move || {
+                match tokio::task::spawn_blocking(move || {
                     exposition::relabel(&body, &id, m.as_deref(), wanted)
                 })
                 .await
                 {
-                    Ok(exp) => exp,
-                    Err(e) => {
-                        tracing::error!(sandbox_id = %sb.id, error = %e, "parsing a shim body failed");
-                        exposition::relabel(b"", &sb.id, None, self.wanted)
-                    }
-                };
-                slot.parse_errors
-                    .fetch_add(u64::from(exp.parse_errors), Ordering::Relaxed);
-                self.stats
-                    .dropped_families
-                    .fetch_add(u64::from(exp.dropped_families), Ordering::Relaxed);
-                if exp.parse_errors > 0 && slot.log_limit.allow() {
-                    tracing::warn!(sandbox_id = %sb.id, skipped_lines = exp.parse_errors,
-                        first = ?exp.first_errors, "shim metrics had malformed lines; they were skipped");
-                }
-                if exp.over_limit {
-                    Err(ScrapeFailure {
-                        reason: "too_many_samples",
-                        message: format!(
-                            "{} samples, more than the {} accepted from one shim",
-                            exp.samples,
-                            exposition::MAX_SHIM_SAMPLES
-                        ),
-                    })
-                } else if exp.samples == 0 {
-                    Err(ScrapeFailure {
-                        reason: "parse",
-                        message: format!("no valid sample ({} malformed lines)", exp.parse_errors),
-                    })
-                } else {
-                    Ok(exp)
+                    Ok(exp) => self.judge(&slot, &sb.id, exp),
+                    Err(e) => Err(ScrapeFailure {
+                        reason: "internal",
+                        message: format!("parsing the body failed: {e}"),
+                    }),
                 }
             }
             Err(e) => Err(ScrapeFailure {
@@ -383,6 +359,42 @@ impl Collector {
         let slot = slots.get(id)?;
         let latest = slot.latest.lock().unwrap_or_else(|e| e.into_inner());
         latest.clone()
+    }
+
+    /// Counts what a parsed body cost and decides whether it is a usable
+    /// scrape.
+    fn judge(
+        &self,
+        slot: &Slot,
+        id: &str,
+        exp: ShimExposition,
+    ) -> Result<ShimExposition, ScrapeFailure> {
+        slot.parse_errors
+            .fetch_add(u64::from(exp.parse_errors), Ordering::Relaxed);
+        self.stats
+            .dropped_families
+            .fetch_add(u64::from(exp.dropped_families), Ordering::Relaxed);
+        if exp.parse_errors > 0 && slot.log_limit.allow() {
+            tracing::warn!(sandbox_id = %id, skipped_lines = exp.parse_errors,
+                first = ?exp.first_errors, "shim metrics had malformed lines; they were skipped");
+        }
+        if exp.over_limit {
+            Err(ScrapeFailure {
+                reason: "too_many_samples",
+                message: format!(
+                    "{} samples, more than the {} accepted from one shim",
+                    exp.samples,
+                    exposition::MAX_SHIM_SAMPLES
+                ),
+            })
+        } else if exp.samples == 0 {
+            Err(ScrapeFailure {
+                reason: "parse",
+                message: format!("no valid sample ({} malformed lines)", exp.parse_errors),
+            })
+        } else {
+            Ok(exp)
+        }
     }
 
     /// Slots of the given sandboxes; slots of vanished sandboxes are freed.
