@@ -41,6 +41,7 @@ for tool in containerd ctr; do
 done
 have runc || packages+=(runc)
 { have prometheus && have promtool; } || packages+=(prometheus)
+have prometheus-alertmanager || packages+=(prometheus-alertmanager)
 { have gcc && static_cc_works; } || packages+=(gcc libc6-dev)
 { have unshare && have mount; } || packages+=(util-linux mount)
 have buildah || packages+=(buildah)
@@ -84,6 +85,7 @@ echo "containerd: $(containerd --version)"
 echo "runc:       $(runc --version | head -n1)"
 echo "prometheus: $(prometheus --version 2>&1 | head -n1)"
 echo "promtool:   $(promtool --version 2>&1 | head -n1)"
+echo "alertmanager: $(prometheus-alertmanager --version 2>&1 | head -n1)"
 echo "gcc:        $(gcc --version | head -n1)"
 echo "buildah:    $(buildah --version)"
 echo "python:     $(python3 --version 2>&1)"

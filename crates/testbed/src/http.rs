@@ -1,7 +1,9 @@
-//! A minimal blocking HTTP/1.0 GET client for loopback test servers.
+//! A minimal blocking HTTP/1.0 client (GET and POST) for loopback test
+//! servers.
 //!
-//! Tests only talk plain HTTP to servers on 127.0.0.1 (Prometheus, the
-//! agent's `/metrics`), so a few lines over `TcpStream` avoid pulling an
+//! Tests only talk plain HTTP to servers on 127.0.0.1 (Prometheus,
+//! Alertmanager, the agent's `/metrics`), so a few lines over `TcpStream`
+//! avoid pulling an
 //! HTTP client stack with TLS into the workspace. HTTP/1.0 makes servers
 //! close the connection instead of using chunked encoding, so the body is
 //! simply everything after the headers.
@@ -38,6 +40,26 @@ impl HttpResponse {
 /// GETs `url` (`http://host:port/path?query`) with `timeout` for connect,
 /// each read and each write.
 pub fn http_get(url: &str, timeout: Duration) -> Result<HttpResponse> {
+    http_request("GET", url, None, timeout)
+}
+
+/// POSTs `body` with the given `Content-Type` to `url`; same rules and
+/// timeouts as [`http_get`]. Any status is returned, not only 2xx.
+pub fn http_post(
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpResponse> {
+    http_request("POST", url, Some((content_type, body)), timeout)
+}
+
+fn http_request(
+    method: &str,
+    url: &str,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Result<HttpResponse> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("only http:// URLs are supported: {url}"))?;
@@ -54,10 +76,26 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<HttpResponse> {
         .with_context(|| format!("connecting to {url}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: */*\r\nUser-Agent: kata-pulse-testbed\r\n\r\n"
-    )?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: */*\r\nUser-Agent: kata-pulse-testbed\r\n"
+    )
+    .into_bytes();
+    if let Some((content_type, body)) = body {
+        req.extend_from_slice(
+            format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(body);
+    } else {
+        req.extend_from_slice(b"\r\n");
+    }
+    stream
+        .write_all(&req)
+        .with_context(|| format!("sending {method} {url}"))?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)

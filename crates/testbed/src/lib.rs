@@ -1,5 +1,6 @@
-//! Test bed for end-to-end tests: a real containerd with CRI and a real
-//! Prometheus, run as private processes on the test machine.
+//! Test bed for end-to-end tests: a real containerd with CRI, a real
+//! Prometheus and a real Alertmanager, run as private processes on the test
+//! machine.
 //!
 //! Everything is blocking (std) so tests stay simple; every wait has a
 //! timeout and errors carry the tail of the component's log. Each component
@@ -7,13 +8,15 @@
 //! test panics; the machine's own containerd and its `/run/containerd`,
 //! `/var/lib/containerd`, `/run/vc` and `/run/kata` are never touched.
 //!
-//! Needs root, `containerd`, `runc`, `prometheus`/`promtool` (Debian
-//! packages) and `gcc` with a static libc; `scripts/test.sh` installs them.
+//! Needs root, `containerd`, `runc`, `prometheus`/`promtool`,
+//! `prometheus-alertmanager` (Debian packages) and `gcc` with a static libc;
+//! `scripts/test.sh` installs them.
 //!
 //! Environment: `KATA_PULSE_BIN_DIR` (where [`workspace_bin`] looks first),
 //! `KATA_PULSE_TESTBED_KEEP=1` (keep temporary folders to inspect after a
 //! failure), `KATA_PULSE_TESTBED_VERBOSE=1` (print start-up timings).
 
+mod alertmanager;
 mod containerd;
 mod cri;
 mod http;
@@ -21,9 +24,12 @@ mod image;
 mod prometheus;
 mod util;
 
+pub use alertmanager::{
+    rfc3339, Alertmanager, AlertmanagerBuilder, WebhookAuth, WebhookStats, ALERTMANAGER_RECEIVER,
+};
 pub use containerd::{host_network_pod, Containerd, CRI_NAMESPACE};
 pub use cri::{with_cri, with_cri_channel, CriClient, CriImageClient};
-pub use http::{http_get, url_encode, HttpResponse};
+pub use http::{http_get, http_post, url_encode, HttpResponse};
 pub use image::{
     build_pause_image, oci_arch, oci_image_tar, pause_image_tar, LayerFile, PAUSE_IMAGE,
 };
