@@ -8,6 +8,9 @@
 # Helm chart tests (pytest in a venv under the target dir), the container
 # image build (scripts/build-image.sh, whose archive the image test runs),
 # and every test of the workspace.
+# Then karo's end-to-end tests against a Kubernetes control plane it builds
+# from Debian's packages (scripts/kube-control-plane.sh; the first build on
+# a machine takes about 6-10 minutes, later runs reuse the cached binaries).
 # Fails fast: the first failing step ends the run with its exit code.
 set -euo pipefail
 
@@ -153,5 +156,20 @@ promtool test rules tests/rules/*.yaml
 
 step "cargo test --workspace"
 cargo test --workspace
+
+# karo's end-to-end tests run against a real kube-apiserver, etcd and
+# kube-controller-manager (built once from Debian's packages and cached
+# outside the repository: scripts/kube-control-plane.sh) and a real
+# Alertmanager.
+step "Kubernetes control plane: build (cached) and start"
+cp_dir=$(mktemp -d "${TMPDIR:-/tmp}/karo-control-plane.XXXXXX")
+trap 'bash scripts/kube-control-plane.sh stop "$cp_dir" >/dev/null 2>&1 || true; rm -rf "$cp_dir"' EXIT
+bash scripts/kube-control-plane.sh start "$cp_dir"
+# shellcheck disable=SC1091
+. "$cp_dir/env"
+export KARO_E2E_KUBECONFIG
+
+step "karo end to end: cargo test -p karo --test e2e -- --ignored"
+cargo test -p karo --test e2e -- --ignored
 
 step "all checks passed in $((SECONDS - start))s"

@@ -82,6 +82,10 @@ pub struct Config {
         default_value = "f1c5ece8.karo.io"
     )]
     pub leader_election_id: String,
+    /// Watch AlertReactions and Jobs of this namespace only (default: all;
+    /// with a namespace, namespaced RBAC is enough).
+    #[arg(long, env = "KARO_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// Deadline of one Kubernetes API call.
     #[arg(long, env = "KARO_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub api_timeout: Duration,

@@ -25,6 +25,8 @@ use crate::trigger::finished;
 
 pub struct Ctx {
     pub client: Client,
+    /// `--watch-namespace`, if any.
+    pub namespace: Option<String>,
     pub events: Events,
     pub metrics: Arc<Metrics>,
     pub api_timeout: Duration,
@@ -33,8 +35,8 @@ pub struct Ctx {
 /// Runs until the stream of reconciles ends (the future is dropped when
 /// leadership is lost).
 pub async fn run(ctx: Arc<Ctx>) {
-    let reactions: Api<AlertReaction> = Api::all(ctx.client.clone());
-    let jobs: Api<Job> = Api::all(ctx.client.clone());
+    let reactions: Api<AlertReaction> = crate::run::scoped(&ctx.client, &ctx.namespace);
+    let jobs: Api<Job> = crate::run::scoped(&ctx.client, &ctx.namespace);
     let owned = watcher::Config::default().labels(&format!("{LABEL_NAME}={LABEL_NAME_VALUE}"));
     Controller::new(reactions, watcher::Config::default())
         .owns(jobs, owned)

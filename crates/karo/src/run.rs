@@ -129,7 +129,7 @@ async fn run(mut cfg: Config) -> Result<(), Fatal> {
     let (ready_tx, ready_rx) = watch::channel(false);
     let (reader, writer) = reflector::store::<AlertReaction>();
     let reflector_task = tokio::spawn(
-        reflector(writer, watcher(Api::<AlertReaction>::all(client.clone()), watcher::Config::default()))
+        reflector(writer, watcher(scoped::<AlertReaction>(&client, &cfg.watch_namespace), watcher::Config::default()))
             .default_backoff()
             .for_each(|ev| async move {
                 if let Err(e) = ev {
@@ -189,6 +189,7 @@ async fn run(mut cfg: Config) -> Result<(), Fatal> {
 
     let ctx = Arc::new(controller::Ctx {
         client: client.clone(),
+        namespace: cfg.watch_namespace.clone(),
         events,
         metrics: metrics.clone(),
         api_timeout: cfg.api_timeout,
@@ -233,6 +234,18 @@ async fn run(mut cfg: Config) -> Result<(), Fatal> {
         let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     }
     failed.map_or(Ok(()), |e| Err(Fatal::Runtime(e)))
+}
+
+/// All namespaces, or the one `--watch-namespace` names.
+pub fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Runs the controller exactly while this replica leads.

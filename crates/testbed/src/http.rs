@@ -40,7 +40,7 @@ impl HttpResponse {
 /// GETs `url` (`http://host:port/path?query`) with `timeout` for connect,
 /// each read and each write.
 pub fn http_get(url: &str, timeout: Duration) -> Result<HttpResponse> {
-    http_request("GET", url, None, timeout)
+    http_request("GET", url, &[], None, timeout)
 }
 
 /// POSTs `body` with the given `Content-Type` to `url`; same rules and
@@ -51,12 +51,24 @@ pub fn http_post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<HttpResponse> {
-    http_request("POST", url, Some((content_type, body)), timeout)
+    http_request("POST", url, &[], Some((content_type, body)), timeout)
+}
+
+/// [`http_post`] with extra request headers (e.g. `Authorization`).
+pub fn http_post_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpResponse> {
+    http_request("POST", url, headers, Some((content_type, body)), timeout)
 }
 
 fn http_request(
     method: &str,
     url: &str,
+    headers: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
     timeout: Duration,
 ) -> Result<HttpResponse> {
@@ -80,6 +92,9 @@ fn http_request(
         "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: */*\r\nUser-Agent: kata-pulse-testbed\r\n"
     )
     .into_bytes();
+    for (name, value) in headers {
+        req.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
     if let Some((content_type, body)) = body {
         req.extend_from_slice(
             format!(
