@@ -386,23 +386,6 @@ fn invalid_flags_exit_2_with_a_message() {
 }
 
 #[test]
-fn listen_failure_exits_nonzero() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kata-pulse"))
-        .args([
-            "--listen-address",
-            &addr,
-            "--sandbox-dirs",
-            "/nonexistent-kata-pulse-test",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
-}
-
-#[test]
 fn raw_and_cadvisor_families_switch_independently() {
     let roots = Roots::new();
     let sims = Sims::new();
