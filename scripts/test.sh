@@ -3,7 +3,8 @@
 #
 # Installs what the end-to-end tests drive for real when it is missing
 # (containerd, runc, Prometheus with promtool, a static C toolchain for the
-# locally built pause image, buildah for the container image), then runs:
+# locally built pause image, buildah for the container image, headless
+# Chromium for the status page), then runs:
 # fmt check, clippy, a build of all binaries (end-to-end tests run them), the
 # Helm chart tests (pytest in a venv under the target dir), the container
 # image build (scripts/build-image.sh, whose archive the image test runs),
@@ -45,6 +46,8 @@ have runc || packages+=(runc)
 { have unshare && have mount; } || packages+=(util-linux mount)
 have buildah || packages+=(buildah)
 have file || packages+=(file)
+# The status page is checked in a real browser (crates/kata-pulse/tests/browser.rs).
+have chromium || packages+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3 python3-venv)
 
 if [ "${#packages[@]}" -gt 0 ]; then
@@ -87,6 +90,7 @@ echo "promtool:   $(promtool --version 2>&1 | head -n1)"
 echo "gcc:        $(gcc --version | head -n1)"
 echo "buildah:    $(buildah --version)"
 echo "python:     $(python3 --version 2>&1)"
+echo "chromium:   $(chromium --version 2>/dev/null | head -n1)"
 echo "rust:       $(rustc --version), $(cargo --version)"
 
 step "cargo fmt --all -- --check"

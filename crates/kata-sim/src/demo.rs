@@ -224,12 +224,16 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
                 pid: child.id(),
             };
             println!("{}", banner.render());
-            tokio::select! {
+            // Scrape like a Prometheus would, so the status page stays current.
+            let scraper = tokio::spawn(scrape_every(opts.listen.clone(), SCRAPE_EVERY));
+            let stopped = tokio::select! {
                 _ = sigint.recv() => { forward(&child, libc::SIGINT); Ok(()) }
                 _ = sigterm.recv() => { forward(&child, libc::SIGTERM); Ok(()) }
                 status = child.wait() => Err(anyhow!("{AGENT_BIN} exited: {}; the demo stops",
                     status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
-            }
+            };
+            scraper.abort();
+            stopped
         }
     };
     stop_agent(&mut child).await;
@@ -311,10 +315,24 @@ async fn wait_until_ready(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A first scrape, so the status page has results when it is first opened.
+    let _ = http_get(addr, "/metrics").await;
     if let Some(status) = child.try_wait().context("checking the agent process")? {
         return Err(exited(status));
     }
     Ok(true)
+}
+
+/// How often the demo scrapes `/metrics` itself.
+const SCRAPE_EVERY: Duration = Duration::from_secs(10);
+
+async fn scrape_every(addr: String, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let _ = http_get(&addr, "/metrics").await;
+    }
 }
 
 /// Sandboxes the agent lists with CRI metadata.
@@ -436,6 +454,7 @@ impl Banner<'_> {
         s.push_str(&format!(
             "\nLook at:\n  \
 {url}/sandboxes   the status page (in a browser): pod, runtime, last scrape per sandbox\n  \
+                  (the demo scrapes /metrics every 10s, as a Prometheus would)\n  \
 {url}/            every endpoint and query parameter\n\n\
 Try:\n  \
 curl -s {url}/metrics | grep 'cri_name=\"{example_pod}\"' | head   # shim series, labelled with the pod\n  \

@@ -8,6 +8,7 @@ mod index;
 mod metrics;
 mod negotiate;
 mod sandboxes;
+pub mod status;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
