@@ -6,7 +6,8 @@
 # locally built pause image, buildah for the container image, headless
 # Chromium for the status page), then runs:
 # fmt check, clippy, a build of all binaries (end-to-end tests run them), the
-# Helm chart tests (pytest in a venv under the target dir), the container
+# Helm chart tests (pytest in a venv under the target dir), the check of
+# every shell command in the docs (same venv), the container
 # image build (scripts/build-image.sh, whose archive the image test runs),
 # and every test of the workspace.
 # Fails fast: the first failing step ends the run with its exit code.
@@ -121,6 +122,13 @@ fi
 step "chart tests: pytest tests/chart"
 KATA_PULSE_BIN="$target_dir/debug/kata-pulse" PYTHONDONTWRITEBYTECODE=1 \
     "$venv/bin/python" -m pytest -p no:cacheprovider tests/chart
+
+# Every shell command of README.md, charts/*/README.md and docs/*.md, through
+# Helm's parser and lint, schema validation, or run (tests/docs), in the
+# same venv.
+step "docs commands: pytest tests/docs"
+KATA_PULSE_BIN_DIR="$target_dir/debug" PYTHONDONTWRITEBYTECODE=1 \
+    "$venv/bin/python" -m pytest -p no:cacheprovider tests/docs
 
 step "container image: scripts/build-image.sh"
 image_tar="$target_dir/image/kata-pulse.oci.tar"
