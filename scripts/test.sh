@@ -3,9 +3,11 @@
 #
 # Installs what the end-to-end tests drive for real when it is missing
 # (containerd, runc, Prometheus with promtool, a static C toolchain for the
-# locally built pause image, buildah for the container image), then runs:
+# locally built pause image, buildah for the container image, headless
+# Chromium for the status page), then runs:
 # fmt check, clippy, a build of all binaries (end-to-end tests run them), the
-# Helm chart tests (pytest in a venv under the target dir), the container
+# Helm chart tests (pytest in a venv under the target dir), the check of
+# every shell command in the docs (same venv), the container
 # image build (scripts/build-image.sh, whose archive the image test runs),
 # and every test of the workspace.
 # Then karo's end-to-end tests against a Kubernetes control plane it builds
@@ -49,6 +51,8 @@ have prometheus-alertmanager || packages+=(prometheus-alertmanager)
 { have unshare && have mount; } || packages+=(util-linux mount)
 have buildah || packages+=(buildah)
 have file || packages+=(file)
+# The status page is checked in a real browser (crates/kata-pulse/tests/browser.rs).
+have chromium || packages+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3 python3-venv)
 
 if [ "${#packages[@]}" -gt 0 ]; then
@@ -92,6 +96,7 @@ echo "alertmanager: $(prometheus-alertmanager --version 2>&1 | head -n1)"
 echo "gcc:        $(gcc --version | head -n1)"
 echo "buildah:    $(buildah --version)"
 echo "python:     $(python3 --version 2>&1)"
+echo "chromium:   $(chromium --version 2>/dev/null | head -n1)"
 echo "rust:       $(rustc --version), $(cargo --version)"
 
 step "cargo fmt --all -- --check"
@@ -122,6 +127,13 @@ fi
 step "chart tests: pytest tests/chart"
 KATA_PULSE_BIN="$target_dir/debug/kata-pulse" PYTHONDONTWRITEBYTECODE=1 \
     "$venv/bin/python" -m pytest -p no:cacheprovider tests/chart
+
+# Every shell command of README.md, charts/*/README.md and docs/*.md, through
+# Helm's parser and lint, schema validation, or run (tests/docs), in the
+# same venv.
+step "docs commands: pytest tests/docs"
+KATA_PULSE_BIN_DIR="$target_dir/debug" PYTHONDONTWRITEBYTECODE=1 \
+    "$venv/bin/python" -m pytest -p no:cacheprovider tests/docs
 
 step "container image: scripts/build-image.sh"
 image_tar="$target_dir/image/kata-pulse.oci.tar"

@@ -376,7 +376,8 @@ impl Collector {
             .fetch_add(u64::from(exp.dropped_families), Ordering::Relaxed);
         if exp.parse_errors > 0 && slot.log_limit.allow() {
             tracing::warn!(sandbox_id = %id, skipped_lines = exp.parse_errors,
-                first = ?exp.first_errors, "shim metrics had malformed lines; they were skipped");
+                first = %exp.first_errors.iter().map(|(line, why)| format!("line {line}: {why}")).collect::<Vec<_>>().join("; "),
+                "shim metrics had malformed lines; they were skipped");
         }
         if exp.over_limit {
             Err(ScrapeFailure {

@@ -21,7 +21,8 @@ const GO_STYLE_FLAGS: &[&str] = &["listen-address", "runtime-endpoint", "log-lev
     version,
     about = "Node agent for Kata Containers: discovers sandboxes, labels them from CRI and serves \
              their shim metrics (kata-monitor compatible) on one HTTP port.",
-    after_help = "kata-monitor spellings are accepted too: -listen-address, -runtime-endpoint, \
+    after_help = "Durations: 500ms, 3s, 5m, 1h, 1h30m, or a bare number of seconds (2.5).\n\
+                  kata-monitor spellings are accepted too: -listen-address, -runtime-endpoint, \
                   -log-level, `kata-pulse version`."
 )]
 pub struct Cli {
@@ -57,9 +58,9 @@ pub struct Cli {
     )]
     pub metrics_interval_secs: u64,
 
-    /// Log level (trace, debug, info, warn, error; kata-monitor's fatal and
-    /// panic mean error) or a full tracing directive list such as
-    /// `info,kata_pulse::cri=debug`.
+    /// Log level: trace, debug, info, warn (or warning), error, off;
+    /// kata-monitor's fatal and panic mean error. Or a tracing directive list
+    /// such as `info,kata_pulse::cri=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
 
@@ -346,25 +347,50 @@ fn infer_runtime(path: &str) -> RuntimeKind {
     }
 }
 
-/// Parses `3s`, `500ms`, `1m` or a bare number of seconds (`2.5`).
+/// Parses a duration: `500ms`, `3s`, `5m`, `1h`, combinations such as `1h30m`
+/// (Go's spelling, which kata-monitor users know), or a bare number of
+/// seconds (`2.5`). At most 24h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (examples: 3s, 500ms, 1m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    const EXAMPLES: &str = "examples: 500ms, 3s, 5m, 1h, 1h30m, or 2.5 for seconds";
+    let text = s.trim();
+    if text.is_empty() {
+        return Err(format!("empty duration ({EXAMPLES})"));
+    }
+    let bare: Option<f64> = text.parse().ok();
+    let secs = match bare {
+        Some(n) => n,
+        None => {
+            let mut total = 0.0;
+            let mut rest = text;
+            while !rest.is_empty() {
+                let num_end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .ok_or_else(|| format!("duration {text:?} lacks a unit ({EXAMPLES})"))?;
+                let unit_end = rest[num_end..]
+                    .find(|c: char| c.is_ascii_digit() || c == '.')
+                    .map_or(rest.len(), |i| num_end + i);
+                let n: f64 = rest[..num_end]
+                    .parse()
+                    .map_err(|_| format!("invalid duration {text:?} ({EXAMPLES})"))?;
+                let scale = match &rest[num_end..unit_end] {
+                    "ms" => 0.001,
+                    "s" => 1.0,
+                    "m" => 60.0,
+                    "h" => 3600.0,
+                    unit => {
+                        return Err(format!(
+                            "invalid duration unit {unit:?} in {text:?} (use ms, s, m or h; {EXAMPLES})"
+                        ))
+                    }
+                };
+                total += n * scale;
+                rest = &rest[unit_end..];
+            }
+            total
+        }
     };
     if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("duration {s:?} out of range"));
+        return Err(format!("duration {text:?} out of range (0 to 24h)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -511,7 +537,36 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("1m0.5s").unwrap(),
+            Duration::from_millis(60_500)
+        );
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        for bad in ["", "s", "1x", "1d", "25h", "1h-1m", "3 s", "1..5s"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("duration"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn cri_unhealthy_after_takes_hours() {
+        let c = run(&["--cri-unhealthy-after", "1h"]).unwrap();
+        assert_eq!(c.cri_unhealthy_after, Duration::from_secs(3600));
+        let (text, code) = run(&["--cri-unhealthy-after", "1d"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(text.contains("use ms, s, m or h"), "{text}");
+    }
+
+    #[test]
+    fn help_lists_levels_and_duration_forms() {
+        let (text, code) = run(&["--help"]).unwrap_err();
+        assert_eq!(code, 0);
+        for word in ["warning", "fatal", "1h30m", "bare number"] {
+            assert!(text.contains(word), "--help lacks {word}");
+        }
     }
 
     #[test]

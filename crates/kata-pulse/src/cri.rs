@@ -269,22 +269,27 @@ fn classify(status: Status, deadline_passed: bool, endpoint: &str) -> CriError {
     }
 }
 
-/// The status message, or its error chain when tonic left the message empty,
-/// so logs say why (e.g. "No such file or directory") rather than nothing.
+/// The status message followed by its cause chain, so logs say why (e.g.
+/// "tcp connect error: Connection refused (os error 111)") and not only
+/// that a connection failed. Causes already quoted by the text are skipped.
 fn describe(status: &Status) -> String {
-    if !status.message().is_empty() {
-        return status.message().to_owned();
-    }
-    let mut parts = Vec::new();
+    let mut text = status.message().to_owned();
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
-        parts.push(err.to_string());
+        let part = err.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            if text.is_empty() {
+                text = part;
+            } else {
+                text = format!("{text}: {part}");
+            }
+        }
         source = err.source();
     }
-    if parts.is_empty() {
+    if text.is_empty() {
         "no details".to_owned()
     } else {
-        parts.join(": ")
+        text
     }
 }
 
@@ -488,6 +493,30 @@ pub(crate) mod tests {
         let err = client.list_pod_sandboxes().await.unwrap_err();
         assert!(matches!(err, CriError::Unavailable(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn errors_carry_their_cause() {
+        // A TCP port nobody listens on: tonic says "tcp connect error"; the
+        // OS error under it is what tells an operator what to fix.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ep = Endpoint::Tcp {
+            host_port: format!("127.0.0.1:{port}"),
+        };
+        let client = CriClient::new(&ep, Duration::from_secs(5)).unwrap();
+        let err = client.list_pod_sandboxes().await.unwrap_err().to_string();
+        assert!(err.contains("Connection refused"), "{err}");
+        assert!(err.contains(&format!("tcp://127.0.0.1:{port}")), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let client =
+            CriClient::new(&Endpoint::Unix(sock_in(&dir)), Duration::from_secs(5)).unwrap();
+        let err = client.list_pod_sandboxes().await.unwrap_err().to_string();
+        assert!(err.contains("No such file or directory"), "{err}");
     }
 
     #[tokio::test]

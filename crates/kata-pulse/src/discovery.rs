@@ -9,7 +9,7 @@
 //! `/run/kata/firecracker` jail folder or a dead shim's leftover folder are
 //! not sandboxes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,30 @@ pub struct DiscoveryStats {
     pub root_scans: AtomicU64,
     /// True once every root was scanned once (or found missing).
     pub initial_scan_done: AtomicBool,
+    /// Roots that do not exist (yet): no sandbox of that runtime has run.
+    missing_roots: std::sync::Mutex<BTreeSet<PathBuf>>,
+}
+
+impl DiscoveryStats {
+    /// Sandbox roots that are not present now, sorted.
+    pub fn missing_roots(&self) -> Vec<PathBuf> {
+        self.missing_roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Records whether `root` exists; true when that changed.
+    fn set_missing(&self, root: &Path, missing: bool) -> bool {
+        let mut set = self.missing_roots.lock().unwrap_or_else(|e| e.into_inner());
+        if missing {
+            set.insert(root.to_path_buf())
+        } else {
+            set.remove(root)
+        }
+    }
 }
 
 /// Runs discovery until the task is dropped.
@@ -179,7 +203,10 @@ impl Discovery {
                     || e.raw_os_error() == Some(libc::ENOTDIR) =>
             {
                 // No sandbox of that runtime (yet), or the folder went away.
-                self.forget_root(&root.path);
+                let was_watched = self.forget_root(&root.path);
+                if self.stats.set_missing(&root.path, true) && !was_watched {
+                    tracing::info!(root = %root.path.display(), "sandbox folder not present yet; watching for it");
+                }
                 return;
             }
             Err(e) => {
@@ -190,6 +217,9 @@ impl Discovery {
                 return;
             }
         };
+        if self.stats.set_missing(&root.path, false) {
+            tracing::info!(root = %root.path.display(), "sandbox folder appeared; watching it");
+        }
         if !self.watched_roots.contains_key(&root.path) && self.watch(&root.path) {
             if let Some(id) = identity(&root.path) {
                 self.watched_roots.insert(root.path.clone(), id);
@@ -211,9 +241,10 @@ impl Discovery {
         }
     }
 
-    /// A root vanished: its sandboxes are gone too.
-    fn forget_root(&mut self, root: &Path) {
-        if self.watched_roots.contains_key(root) {
+    /// A root vanished: its sandboxes are gone too. True when it was watched.
+    fn forget_root(&mut self, root: &Path) -> bool {
+        let watched = self.watched_roots.contains_key(root);
+        if watched {
             tracing::warn!(root = %root.display(), "sandbox folder removed; will pick it up again when it reappears");
             self.unwatch_root(root);
         }
@@ -221,6 +252,7 @@ impl Discovery {
             self.remove(root, &id);
         }
         self.watched_dirs.retain(|d| !d.starts_with(root));
+        watched
     }
 
     fn handle_path(&mut self, path: &Path) {

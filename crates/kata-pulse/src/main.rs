@@ -27,8 +27,13 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(kata_pulse::run::run(config)) {
+        // Said once: on stderr as the flag errors are (exit 2) when it could
+        // not start, in the log format when it stopped while serving.
+        if e.downcast_ref::<kata_pulse::run::StartupError>().is_some() {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
         tracing::error!("{e:#}");
-        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -14,17 +14,42 @@ use crate::registry::Registry;
 use crate::self_metrics::RequestStats;
 use crate::shim_client::ShimClient;
 
+/// The agent could not start with this configuration (the listen address is
+/// taken, ...): like an invalid flag, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
 /// Runs the agent; returns when SIGINT/SIGTERM arrives or serving fails.
+/// Errors that stop it from starting are [`StartupError`]s.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen_address)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_address))?;
+        .map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "; another process (a kata-monitor, another kata-pulse?) listens there: \
+                     stop it or pick another --listen-address"
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    "; that address is not one of this host's (use 0.0.0.0:PORT for all)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                }
+                _ => "",
+            };
+            StartupError(format!(
+                "cannot listen on {}: {e}{hint}",
+                config.listen_address
+            ))
+        })?;
     let registry = Registry::new();
     let discovery_stats = Arc::new(DiscoveryStats::default());
     let cri_stats = Arc::new(CriStats::default());
     let shim = ShimClient::new(config.shim_timeout, config.max_shim_body_bytes);
     let cri = CriClient::new(&config.runtime_endpoint, config.cri_timeout)
-        .map_err(|e| anyhow::anyhow!("invalid CRI endpoint: {e}"))?;
+        .map_err(|e| StartupError(format!("invalid CRI endpoint: {e}")))?;
     let containers = config
         .cadvisor_metrics
         .then(|| ContainerSource::new(cri.clone(), config.metrics_interval, cri_stats.clone()));
@@ -48,8 +73,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let labeller = tokio::spawn(labels::run(cri, registry.clone(), cri_stats.clone()));
     tracing::info!(
         listen_address = %config.listen_address,
-        runtime_endpoint = ?config.runtime_endpoint,
-        sandbox_dirs = ?config.sandbox_roots.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>(),
+        runtime_endpoint = %config.runtime_endpoint,
+        sandbox_dirs = %config.sandbox_roots.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>().join(","),
         metrics_interval_secs = config.metrics_interval.as_secs(),
         debug_proxy = config.enable_debug_proxy,
         kata_metrics = config.kata_metrics,

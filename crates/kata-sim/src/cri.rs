@@ -31,12 +31,17 @@ pub struct CriOptions {
     pub namespace: String,
     /// Pod names are `<prefix>-<n>` (default `kata-sim`).
     pub name_prefix: String,
+    /// Names of the first pods, by creation index, as `name` or `namespace/name`; pods
+    /// beyond the list are named `<prefix>-<n>` in `namespace`.
+    pub pod_names: Vec<String>,
     /// RuntimeClass handler (default `kata`).
     pub runtime_handler: String,
     /// Containers to create and start in every pod (needs `container_image`).
     pub containers_per_pod: usize,
     /// Image for those containers, already present in the runtime (e.g. a pause image).
     pub container_image: Option<String>,
+    /// Names of those containers, by position; `c<k>` beyond the list.
+    pub container_names: Vec<String>,
     /// Deadline of every CRI call.
     pub call_timeout: Duration,
     /// Parent of the pods' log directories; a temporary directory when `None`.
@@ -49,9 +54,11 @@ impl CriOptions {
             endpoint: endpoint.into(),
             namespace: "kata-sim".to_string(),
             name_prefix: "kata-sim".to_string(),
+            pod_names: Vec::new(),
             runtime_handler: "kata".to_string(),
             containers_per_pod: 0,
             container_image: None,
+            container_names: Vec::new(),
             call_timeout: Duration::from_secs(60),
             log_root: None,
         }
@@ -128,10 +135,23 @@ impl CriPods {
         }
     }
 
+    /// Namespace and name of the pod with creation index `n`.
+    fn pod_name(&self, n: usize) -> (String, String) {
+        match self.opts.pod_names.get(n) {
+            Some(given) => match given.split_once('/') {
+                Some((ns, name)) => (ns.to_string(), name.to_string()),
+                None => (self.opts.namespace.clone(), given.clone()),
+            },
+            None => (
+                self.opts.namespace.clone(),
+                format!("{}-{n}", self.opts.name_prefix),
+            ),
+        }
+    }
+
     /// `RunPodSandbox` (+ containers). On a partial failure the pod is removed again.
     pub async fn run_pod(&self, n: usize, uid: String) -> Result<CriPod> {
-        let name = format!("{}-{n}", self.opts.name_prefix);
-        let namespace = self.opts.namespace.clone();
+        let (namespace, name) = self.pod_name(n);
         let log_dir = self.log_root.join(format!("{namespace}_{name}_{uid}"));
         std::fs::create_dir_all(&log_dir)
             .with_context(|| format!("creating {}", log_dir.display()))?;
@@ -205,7 +225,12 @@ impl CriPods {
             return Ok(());
         };
         for k in 0..self.opts.containers_per_pod {
-            let cname = format!("c{k}");
+            let cname = self
+                .opts
+                .container_names
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| format!("c{k}"));
             let mut client = self.client.clone();
             let created = self
                 .call(

@@ -10,7 +10,8 @@
 //!   like a live VM's;
 //! - [`fault`]: per-sandbox fault modes, switchable at runtime;
 //! - [`node`]: many sandboxes under the Go and runtime-rs roots, with churn and events;
-//! - [`cri`]: optionally backing every sandbox with a real CRI pod sandbox;
+//! - [`cri`]: optionally backing every sandbox with a CRI pod sandbox;
+//! - [`runtime`]: a simulated container runtime (an in-process CRI server) to back them;
 //! - [`demo`]: running the kata-pulse agent against a simulated node.
 
 pub mod cri;
@@ -21,6 +22,7 @@ pub mod format;
 pub mod ids;
 pub mod metrics;
 pub mod node;
+pub mod runtime;
 pub mod shim;
 mod template;
 

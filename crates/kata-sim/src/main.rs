@@ -61,7 +61,8 @@ enum Cmd {
     #[command(after_long_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Start the kata-pulse agent (found next to this executable) against a simulated node
-    /// with 3 Go, 2 runtime-rs and 1 slow sandbox, and print what to look at.
+    /// (3 Go, 2 runtime-rs, 1 slow and 1 failing sandbox, each a pod of a simulated CRI
+    /// runtime), and print what to look at.
     Demo(DemoArgs),
     /// Print the /metrics body a simulated shim would serve after some time.
     Render(RenderArgs),
@@ -158,9 +159,16 @@ struct DemoArgs {
     /// Healthy runtime-rs sandboxes.
     #[arg(long, value_name = "N", default_value_t = 2)]
     rs: usize,
-    /// Slow Go sandboxes (answering after 5 s).
+    /// Slow Go sandboxes (answering after 5 s, beyond the agent's 3 s shim timeout).
     #[arg(long, value_name = "N", default_value_t = 1)]
     slow: usize,
+    /// Failing Go sandboxes (their shim answers /metrics with HTTP 500).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    failing: usize,
+    /// Create the pods in this real CRI runtime (e.g. unix:///run/containerd/containerd.sock)
+    /// instead of the simulated one; they get no containers.
+    #[arg(long, value_name = "EP")]
+    cri_endpoint: Option<String>,
     /// Seed for IDs and metric evolution.
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
@@ -235,6 +243,8 @@ async fn demo(a: DemoArgs) -> Result<()> {
         go: a.go,
         rs: a.rs,
         slow: a.slow,
+        failing: a.failing,
+        cri_endpoint: a.cri_endpoint,
         seed: a.seed,
         agent_args: a.agent_args,
         ..Default::default()

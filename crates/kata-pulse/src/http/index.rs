@@ -1,4 +1,5 @@
-//! `/`: the list of endpoints, as text or HTML (kata-monitor's layout).
+//! `/`: every endpoint with its query parameters, as text (kata-monitor's
+//! layout: `Available HTTP endpoints:` then one line per path) or HTML.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -6,114 +7,128 @@ use http::HeaderMap;
 use std::sync::Arc;
 
 use super::negotiate::{repr, Repr};
+use super::status::{index_page, EndpointDoc};
 use super::{text_response, App};
 
-struct Endpoint {
-    path: &'static str,
-    desc: &'static str,
-    linked: bool,
-    debug: bool,
-}
+const SANDBOX: (&str, &str) = ("sandbox=<id>", "the sandbox (see /sandboxes); required");
 
-const ENDPOINTS: &[Endpoint] = &[
-    Endpoint {
+const ENDPOINTS: &[EndpointDoc] = &[
+    EndpointDoc {
         path: "/metrics",
-        desc: "Get metrics from sandboxes.",
+        desc: "Get metrics from sandboxes: every shim's families labelled with sandbox_id and \
+the pod's cri_uid, cri_name, cri_namespace, cAdvisor-compatible container_* series, the \
+pods' host cost and the agent's own metrics. Always 200.",
         linked: true,
-        debug: false,
+        params: &[
+            (
+                "filter_family=<prefix>[,<prefix>…]",
+                "keep the families whose name starts with one of the prefixes",
+            ),
+            (
+                "sandbox=<id>",
+                "that sandbox's shim body, unchanged (an empty value means the aggregate, as \
+with kata-monitor)",
+            ),
+            ("Accept-Encoding: gzip", "gzip-compressed response"),
+        ],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/sandboxes",
-        desc: "List all Kata Containers sandboxes.",
+        desc: "List all Kata Containers sandboxes: a status page in a browser (pod, namespace, \
+runtime, last scrape), one id per line for curl.",
         linked: true,
-        debug: false,
+        params: &[(
+            "Accept: application/json",
+            "JSON: sandbox_id, pod_name, namespace, uid, runtime, runtime_handler, \
+cri_metadata, discovered_at, last_scrape {ok, at, duration_seconds, samples, error}",
+        )],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/agent-url",
-        desc: "Get sandbox agent URL.",
+        desc: "Get sandbox agent URL (e.g. vsock://830455376:1024).",
         linked: false,
-        debug: false,
+        params: &[SANDBOX],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/healthz",
-        desc: "Liveness probe.",
-        linked: false,
-        debug: false,
+        desc: "Liveness probe: 200 while serving (503 once CRI stayed unreachable longer than \
+--cri-unhealthy-after).",
+        linked: true,
+        params: &[],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/readyz",
-        desc: "Readiness probe.",
-        linked: false,
-        debug: false,
+        desc: "Readiness probe: 200 once the sandbox folders were scanned; lists folders not \
+present yet.",
+        linked: true,
+        params: &[],
     },
-    Endpoint {
+];
+
+const DEBUG_ENDPOINTS: &[EndpointDoc] = &[
+    EndpointDoc {
         path: "/debug/vars",
         desc: "Golang pprof `/debug/vars` endpoint for kata runtime shim process.",
         linked: false,
-        debug: true,
+        params: &[SANDBOX],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/debug/pprof/",
         desc: "Golang pprof `/debug/pprof/` endpoint for kata runtime shim process.",
         linked: false,
-        debug: true,
+        params: &[SANDBOX],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/debug/pprof/cmdline",
         desc: "Golang pprof `/debug/pprof/cmdline` endpoint for kata runtime shim process.",
         linked: false,
-        debug: true,
+        params: &[SANDBOX],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/debug/pprof/profile",
         desc: "Golang pprof `/debug/pprof/profile` endpoint for kata runtime shim process.",
         linked: false,
-        debug: true,
+        params: &[SANDBOX, ("seconds=<n>", "profile length (default 30)")],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/debug/pprof/symbol",
         desc: "Golang pprof `/debug/pprof/symbol` endpoint for kata runtime shim process.",
         linked: false,
-        debug: true,
+        params: &[SANDBOX],
     },
-    Endpoint {
+    EndpointDoc {
         path: "/debug/pprof/trace",
         desc: "Golang pprof `/debug/pprof/trace` endpoint for kata runtime shim process.",
         linked: false,
-        debug: true,
+        params: &[SANDBOX, ("seconds=<n>", "trace length (default 1)")],
     },
 ];
 
 pub async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let endpoints: Vec<&Endpoint> = ENDPOINTS
+    let debug = app.config.enable_debug_proxy;
+    let endpoints: Vec<&EndpointDoc> = ENDPOINTS
         .iter()
-        .filter(|e| !e.debug || app.config.enable_debug_proxy)
+        .chain(DEBUG_ENDPOINTS.iter().filter(|_| debug))
         .collect();
     match repr(&headers, false) {
-        Repr::Html => {
-            let mut body = String::from("<h1>Available HTTP endpoints:</h1>\n<ul>");
-            for e in &endpoints {
-                if e.linked {
-                    body.push_str(&format!(
-                        "<li><b><a href='{0}'>{0}</a></b>: {1}\n</li>",
-                        e.path, e.desc
-                    ));
-                } else {
-                    body.push_str(&format!("<li><b>{}</b>: {}\n</li>", e.path, e.desc));
-                }
-            }
-            body.push_str("</ul>");
-            (
-                [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                body,
-            )
-                .into_response()
-        }
+        Repr::Html => (
+            [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            index_page(&endpoints, debug),
+        )
+            .into_response(),
         _ => {
             let width = endpoints.iter().map(|e| e.path.len()).max().unwrap_or(0) + 3;
             let mut body = String::from("Available HTTP endpoints:\n");
             for e in &endpoints {
                 body.push_str(&format!("{:<width$}: {}\n", e.path, e.desc));
+                for (p, what) in e.params {
+                    body.push_str(&format!("{:<width$}    {p}: {what}\n", ""));
+                }
+            }
+            if !debug {
+                body.push_str(
+                    "(/debug/vars and /debug/pprof/* are off: start with --enable-debug-proxy)\n",
+                );
             }
             text_response(http::StatusCode::OK, body)
         }

@@ -8,6 +8,7 @@ mod index;
 mod metrics;
 mod negotiate;
 mod sandboxes;
+pub mod status;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -156,7 +157,14 @@ async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> R
 /// agent serves without it (empty cri_* labels).
 async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
     if app.discovery.initial_scan_done.load(Ordering::Acquire) {
-        text_response(StatusCode::OK, "ready\n")
+        let mut body = String::from("ready\n");
+        for root in app.discovery.missing_roots() {
+            body.push_str(&format!(
+                "sandbox folder {}: not present yet; watching for it\n",
+                root.display()
+            ));
+        }
+        text_response(StatusCode::OK, body)
     } else {
         text_response(
             StatusCode::SERVICE_UNAVAILABLE,

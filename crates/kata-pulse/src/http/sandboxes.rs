@@ -1,8 +1,9 @@
 //! `/sandboxes` (text, HTML or JSON) and `/agent-url`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::negotiate::{repr, Repr};
-use super::{lookup_sandbox, text_response, App};
+use super::{lookup_sandbox, status, text_response, App};
 
 /// One element of the JSON view (the shape the kata-pulse README documents,
 /// plus runtime and scrape status).
@@ -42,14 +43,6 @@ fn unix(t: std::time::SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&#39;")
-        .replace('"', "&quot;")
-}
-
 pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let list = app.registry.list();
     match repr(&headers, true) {
@@ -57,33 +50,11 @@ pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
             let body: String = list.iter().map(|s| format!("{}\n", s.id)).collect();
             text_response(StatusCode::OK, body)
         }
-        Repr::Html => {
-            let mut body = String::from("<h1>Sandbox list</h1>\n<ul>\n");
-            for s in &list {
-                // Ids are validated ([A-Za-z0-9._-]), pod names are not.
-                let pod = app
-                    .registry
-                    .meta(&s.id)
-                    .map(|m| format!(" ({}/{})", html_escape(&m.namespace), html_escape(&m.name)))
-                    .unwrap_or_default();
-                let pprof = if app.config.enable_debug_proxy {
-                    format!("<a href='/debug/pprof/?sandbox={}'>pprof</a>, ", s.id)
-                } else {
-                    String::new()
-                };
-                body.push_str(&format!(
-                    "<li>{id}{pod}: {pprof}<a href='/metrics?sandbox={id}'>metrics</a>, \
-<a href='/agent-url?sandbox={id}'>agent-url</a></li>\n",
-                    id = s.id
-                ));
-            }
-            body.push_str("</ul>\n");
-            (
-                [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                body,
-            )
-                .into_response()
-        }
+        Repr::Html => (
+            [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            status_page(&app, &list),
+        )
+            .into_response(),
         Repr::Json => {
             let metas: Vec<_> = list.iter().map(|s| app.registry.meta(&s.id)).collect();
             let scrapes: Vec<_> = list.iter().map(|s| app.collector.latest(&s.id)).collect();
@@ -121,6 +92,66 @@ pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
             }
         }
     }
+}
+
+/// The status table of `/sandboxes` for browsers.
+fn status_page(app: &App, list: &[Arc<crate::registry::Sandbox>]) -> String {
+    let now = SystemTime::now();
+    let rows: Vec<status::Row> = list
+        .iter()
+        .map(|s| {
+            let meta = app.registry.meta(&s.id);
+            let scrape = app.collector.latest(&s.id);
+            status::Row {
+                id: s.id.clone(),
+                pod: meta.map(|m| status::PodView {
+                    name: m.name.clone(),
+                    namespace: m.namespace.clone(),
+                    uid: m.uid.clone(),
+                    handler: m.runtime_handler.clone(),
+                }),
+                runtime: s.runtime.as_str(),
+                age: now.duration_since(s.discovered_at).unwrap_or_default(),
+                scrape: scrape.map(|r| status::ScrapeView {
+                    ok: r.ok(),
+                    ago: r.finished.elapsed(),
+                    duration: r.duration(),
+                    samples: r
+                        .outcome
+                        .as_ref()
+                        .map(|e| e.rendered.sample_count())
+                        .unwrap_or(0),
+                    error: r.outcome.as_ref().err().map(|f| f.message.clone()),
+                }),
+            }
+        })
+        .collect();
+    // A person looks for a pod: by namespace and name, unnamed ones last.
+    let mut rows = rows;
+    rows.sort_by(|a, b| {
+        let key = |r: &status::Row| {
+            r.pod
+                .as_ref()
+                .map(|p| (false, p.namespace.clone(), p.name.clone()))
+                .unwrap_or((true, String::new(), String::new()))
+        };
+        key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+    });
+    let asked = app.cri.requests_ok.load(Ordering::Relaxed)
+        + app.cri.requests_failed.load(Ordering::Relaxed);
+    let summary = status::Summary {
+        cri_up: (asked > 0).then(|| app.cri.up.load(Ordering::Relaxed)),
+        cri_endpoint: app.config.runtime_endpoint.to_string(),
+        missing_roots: app
+            .discovery
+            .missing_roots()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        metrics_interval: app.config.metrics_interval,
+        debug_proxy: app.config.enable_debug_proxy,
+    };
+    status::sandboxes_page(&rows, &summary)
 }
 
 /// The shim's agent URL (`vsock://<cid>:1024` …), with a trailing newline
