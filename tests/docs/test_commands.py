@@ -373,6 +373,18 @@ def find_object(rel, kind, name):
     return None
 
 
+def crd_resource_names():
+    """Plural, singular and short names of the CRDs the charts ship."""
+    names = set()
+    for f in ROOT.glob("charts/*/crds/*.yaml"):
+        for d in yaml.safe_load_all(f.read_text()):
+            if d and d.get("kind") == "CustomResourceDefinition":
+                n = d["spec"]["names"]
+                names.update([n["plural"], n.get("singular", "")] + n.get("shortNames", []))
+    names.discard("")
+    return names
+
+
 def daemonset_pods(rel):
     return [o for o in rel.objects if o["kind"] in ("DaemonSet", "Deployment", "StatefulSet")]
 
@@ -399,9 +411,19 @@ def check_kubectl(cmd, argv):
             st.namespaces[name][key] = value
         return
     if verb == "apply":
-        assert args[1] == "-f" and not args[2].startswith(("http", "-")), f"apply needs a file of this repository: {cmd}"
-        docs = [d for d in yaml.safe_load_all((ROOT / args[2]).read_text()) if d]
+        # `--server-side` changes how, not what, is applied.
+        rest = [a for a in args[1:] if a != "--server-side"]
+        assert rest[0] == "-f" and not rest[1].startswith(("http", "-")), f"apply needs a file of this repository: {cmd}"
+        docs = [d for d in yaml.safe_load_all((ROOT / rest[1]).read_text()) if d]
         validate_objects(docs)
+        return
+    if verb == "get" and args[1] in crd_resource_names():
+        # Listing custom resources: the type must be one our charts install.
+        assert all(a in ("--all-namespaces", "-A") for a in args[2:]) or len(args) == 3, cmd
+        return
+    if verb == "get" and args[1] in ("secret", "secrets"):
+        rel = released(cmd, ns)
+        assert find_object(rel, "secret", args[2]), f"secret {args[2]} is not rendered by the release: {cmd}"
         return
     if verb in ("rollout", "logs", "port-forward", "get"):
         rel = released(cmd, ns)

@@ -159,7 +159,9 @@ impl Trigger<'_> {
         }
     }
 
-    /// Variables every container gets (user env of the same name wins).
+    /// Variables every container gets (user env of the same name wins):
+    /// the alert as JSON, its main fields, and `KARO_LABEL_<name>` per label
+    /// (the only way a `jobTemplate` reads alert data).
     fn karo_env(&self) -> Vec<KEnvVar> {
         let alert_json = Value::Object(self.map.clone()).to_string();
         [
@@ -176,6 +178,16 @@ impl Trigger<'_> {
         ]
         .into_iter()
         .map(|(name, value)| literal(name, value))
+        .chain(
+            // Prometheus label names are valid env names as they are.
+            // (a name outside that charset, possible in a hand-made payload,
+            // is left out rather than failing the Job).
+            self.alert
+                .labels
+                .iter()
+                .filter(|(k, _)| is_label_name(k))
+                .map(|(k, v)| literal(&format!("KARO_LABEL_{k}"), truncate(v.clone()))),
+        )
         .collect()
     }
 
@@ -341,6 +353,14 @@ fn literal(name: &str, value: String) -> KEnvVar {
         value: Some(value),
         value_from: None,
     }
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn add_missing(env: &mut Vec<KEnvVar>, extra: Vec<KEnvVar>) {
@@ -670,6 +690,13 @@ mod tests {
             "s"
         );
         assert_eq!(get("KARO_ALERT_STATUS").value.as_deref(), Some("firing"));
+        assert_eq!(get("KARO_LABEL_pod").value.as_deref(), Some("web-1"));
+        assert!(
+            is_label_name("sandbox_id")
+                && !is_label_name("a b")
+                && !is_label_name("1x")
+                && !is_label_name("")
+        );
         let whole: Value =
             serde_json::from_str(get("KARO_ALERT").value.as_deref().unwrap()).unwrap();
         assert_eq!(whole["labels.pod"], "web-1");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::DeleteParams;
 use kube::ResourceExt;
+use serde::Deserialize;
 use serde_json::json;
 use support::*;
 use testbed::Alertmanager;
@@ -783,5 +784,167 @@ async fn one_leader_at_a_time_and_a_clean_handover() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(a);
+    c.cleanup().await;
+}
+
+/// The documented path from a kata-pulse alert to a debug bundle: the
+/// shipped AlertReactions (deploy/karo/kata-reactions.yaml) are applied, a
+/// real Alertmanager delivers kata-pulse alerts with the labels kata-pulse's
+/// rules produce, karo creates the Jobs, and each Job's container is run as
+/// the kubelet would (its command, args and env; no kubelet exists here)
+/// against a real kata-pulse serving a simulated Kata node.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KARO_E2E_KUBECONFIG (scripts/test.sh starts one)"]
+async fn kata_pulse_alerts_collect_a_debug_bundle() {
+    use std::process::Command;
+    use testbed::{free_port, http_get, wait_until, workspace_bin, ChildGuard};
+
+    let c = Cluster::new("kata").await.unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/karo/kata-reactions.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut names = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = serde_json::Value::deserialize(doc).unwrap();
+        if v.is_null() {
+            continue;
+        }
+        names.push(c.apply(v).await.unwrap().name_any());
+    }
+    assert_eq!(
+        names,
+        ["kata-sandbox-debug-bundle", "kata-shim-down-report"]
+    );
+
+    // A simulated node (one Go-runtime sandbox with pprof) and the agent.
+    let node = tempfile::tempdir().unwrap();
+    let root = node.path().join("vc/sbs");
+    let mut sim_cmd = Command::new(workspace_bin("kata-sim").unwrap());
+    sim_cmd
+        .args(["run", "--go", "1", "--pprof", "--go-root"])
+        .arg(&root)
+        .arg("--rs-root")
+        .arg(node.path().join("kata"));
+    let _sim = ChildGuard::spawn_logging_to("kata-sim", &mut sim_cmd, &node.path().join("sim.log"))
+        .unwrap();
+    let port = free_port().unwrap();
+    let agent = format!("127.0.0.1:{port}");
+    let mut pulse_cmd = Command::new(workspace_bin("kata-pulse").unwrap());
+    pulse_cmd
+        .args(["-l", &agent, "--enable-debug-proxy", "-r"])
+        .arg(format!(
+            "unix://{}",
+            node.path().join("no-cri.sock").display()
+        ))
+        .arg("--sandbox-dirs")
+        .arg(format!("go={}", root.display()));
+    let _pulse =
+        ChildGuard::spawn_logging_to("kata-pulse", &mut pulse_cmd, &node.path().join("pulse.log"))
+            .unwrap();
+    let sandbox = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        Ok(
+            http_get(&format!("http://{agent}/sandboxes"), Duration::from_secs(2))
+                .ok()
+                .and_then(|r| r.text().lines().next().map(str::to_string))
+                .filter(|l| l.len() == 64),
+        )
+    })
+    .unwrap();
+
+    let karo = Karo::start(&c, KaroOptions::default()).unwrap();
+    let am = Alertmanager::builder(&karo.webhook)
+        .bearer_token(TOKEN)
+        .group_by(&["alertname", "sandbox_id"])
+        .start()
+        .unwrap();
+    let labels = |name: &str| {
+        json!({"alertname": name, "job": "kata-pulse", "severity": "warning", "instance": agent,
+               "namespace": c.ns, "sandbox_id": sandbox, "node": "kata-node-1"})
+    };
+    am.post_alerts(&json!([
+        {"labels": labels("KataPulseShimScrapesFailing"), "annotations": {"summary": "A Kata shim fails many of its metrics scrapes."}},
+        {"labels": labels("KataPulseShimDown"), "annotations": {"summary": "A Kata shim does not answer its metrics requests."}}
+    ]))
+    .unwrap();
+    let jobs = c
+        .wait_jobs("a Job per reaction", T, |j| j.len() == 2)
+        .await
+        .unwrap();
+    // Runs a Job's container here, with its env plus `overrides`.
+    let run_job = |job: &Job, overrides: &[(&str, &str)]| {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        let argv: Vec<String> = container
+            .command
+            .iter()
+            .flatten()
+            .chain(container.args.iter().flatten())
+            .cloned()
+            .collect();
+        let mut run = Command::new(&argv[0]);
+        run.args(&argv[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for e in container.env.iter().flatten() {
+            run.env(
+                &e.name,
+                e.value
+                    .clone()
+                    .expect("only literal env in these reactions"),
+            );
+        }
+        for (k, v) in overrides {
+            run.env(k, v);
+        }
+        let out = run.output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for job in &jobs {
+        let (status, stdout, stderr) = run_job(job, &[]);
+        assert!(status.success(), "{}: {stdout}\n{stderr}", job.name_any());
+        assert!(
+            stdout.contains("vsock://"),
+            "the agent URL of the sandbox: {stdout}"
+        );
+        assert!(
+            stdout.contains("kata_hypervisor_"),
+            "the raw shim metrics: {stdout}"
+        );
+        if label(job, "karo/owner") == "kata-sandbox-debug-bundle" {
+            assert!(
+                stdout.contains(&format!("\"sandbox_id\":\"{sandbox}\"")),
+                "kata-pulse's JSON view: {stdout}"
+            );
+            assert!(
+                stdout.contains("\"memstats\""),
+                "the shim's debug variables: {stdout}"
+            );
+            // A forged label cannot steer the script: it stops before any request.
+            let (status, stdout, stderr) =
+                run_job(job, &[("KARO_LABEL_sandbox_id", "x; rm -rf /")]);
+            assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
+            assert!(
+                stderr.contains("bad sandbox_id label") && !stdout.contains("== agent URL"),
+                "{stdout}{stderr}"
+            );
+            let (status, _, stderr) =
+                run_job(job, &[("KARO_LABEL_instance", "evil.example@127.0.0.1/x")]);
+            assert_eq!(status.code(), Some(2), "{stderr}");
+        }
+    }
+    // The cooldown (10m) holds a second trigger of the same reaction back.
+    let mut again = labels("KataPulseShimScrapesFailing");
+    again["pod"] = json!("other");
+    karo.post_ok(&notification("firing", vec![json!({"status": "firing", "labels": again, "startsAt": "2026-12-01T10:00:00Z", "fingerprint": "ffff"})])).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.job_list().await.unwrap().len(), 2);
+    assert_eq!(
+        karo.metric("alert_reactions_total{result=\"cooldown\"}"),
+        1.0
+    );
     c.cleanup().await;
 }
