@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds the kata-pulse container image without Docker and exports it as an
-# OCI archive:
-#   1. a statically linked kata-pulse (glibc, crt-static; no musl target is
+# Builds the kata-pulse (or karo) container image without Docker and exports
+# it as an OCI archive:
+#   1. a statically linked binary (glibc, crt-static; no musl target is
 #      needed), checked with `file` and `ldd`;
-#   2. the repository's Dockerfile (FROM scratch) with buildah, in a build
-#      context that holds only that binary;
+#   2. its Dockerfile (FROM scratch; Dockerfile for kata-pulse,
+#      crates/karo/Dockerfile for karo) with buildah, in a build context that
+#      holds only that binary;
 #   3. `buildah push` to oci-archive:<file>, which `ctr images import`,
 #      `skopeo copy` or `podman load` take.
 #
-# Usage: scripts/build-image.sh [-t NAME] [-o FILE]
-#   -t NAME  image name (default localhost/kata-pulse:<crate version>)
-#   -o FILE  archive to write (default <target dir>/image/kata-pulse.oci.tar)
+# Usage: scripts/build-image.sh [-p PACKAGE] [-t NAME] [-o FILE]
+#   -p PACKAGE  kata-pulse (default) or karo
+#   -t NAME     image name (default localhost/<package>:<crate version>)
+#   -o FILE     archive to write (default <target dir>/image/<package>.oci.tar)
 # Prints the archive's path as the last line of its output.
 # Needs cargo, buildah (Debian: apt-get install buildah), file and ldd; runs
 # buildah with the vfs storage driver, which works without overlayfs.
@@ -24,11 +26,13 @@ fi
 
 name=""
 output=""
+package=kata-pulse
 while [ $# -gt 0 ]; do
     case "$1" in
+    -p) package="${2:?-p needs a package}"; shift 2 ;;
     -t) name="${2:?-t needs a name}"; shift 2 ;;
     -o) output="${2:?-o needs a file}"; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-image.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -40,6 +44,12 @@ for tool in cargo buildah file ldd; do
     fi
 done
 
+case "$package" in
+kata-pulse) dockerfile=Dockerfile ;;
+karo) dockerfile=crates/karo/Dockerfile ;;
+*) echo "build-image.sh: unknown package $package (kata-pulse or karo)" >&2; exit 2 ;;
+esac
+
 target_triple=x86_64-unknown-linux-gnu
 if [ "$(uname -m)" != x86_64 ]; then
     echo "build-image.sh: only x86_64 hosts are supported (this is $(uname -m))" >&2
@@ -48,19 +58,19 @@ fi
 
 meta=$(cargo metadata --format-version 1 --no-deps)
 target_dir=$(printf '%s' "$meta" | grep -o '"target_directory":"[^"]*"' | head -n1 | cut -d'"' -f4)
-version=$(printf '%s' "$meta" | grep -o '"name":"kata-pulse","version":"[^"]*"' | head -n1 | cut -d'"' -f8)
+version=$(printf '%s' "$meta" | grep -o "\"name\":\"$package\",\"version\":\"[^\"]*\"" | head -n1 | cut -d'"' -f8)
 if [ -z "$target_dir" ] || [ -z "$version" ]; then
-    echo "build-image.sh: cannot read the target dir or the kata-pulse version from cargo metadata" >&2
+    echo "build-image.sh: cannot read the target dir or the $package version from cargo metadata" >&2
     exit 1
 fi
-name=${name:-localhost/kata-pulse:$version}
-output=${output:-$target_dir/image/kata-pulse.oci.tar}
+name=${name:-localhost/$package:$version}
+output=${output:-$target_dir/image/$package.oci.tar}
 
-echo "==> building a static kata-pulse $version ($target_triple, crt-static)"
+echo "==> building a static $package $version ($target_triple, crt-static)"
 # --target keeps build scripts and proc macros dynamic; only the agent is static.
 RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$target_triple" -p kata-pulse
-bin="$target_dir/$target_triple/release/kata-pulse"
+    cargo build --release --locked --target "$target_triple" -p "$package"
+bin="$target_dir/$target_triple/release/$package"
 
 echo "==> checking that $bin is static"
 kind=$(file -b "$bin")
@@ -78,10 +88,13 @@ case "$ldd_out" in
 esac
 "$bin" --version
 
-context=$(mktemp -d "${TMPDIR:-/tmp}/kata-pulse-image.XXXXXX")
+context=$(mktemp -d "${TMPDIR:-/tmp}/$package-image.XXXXXX")
 trap 'rm -rf "$context"' EXIT
-cp "$bin" "$context/kata-pulse"
-cp Dockerfile .dockerignore "$context/"
+cp "$bin" "$context/$package"
+cp "$dockerfile" "$context/Dockerfile"
+# The repository's .dockerignore admits the kata-pulse binary alone; the
+# context holds nothing else anyway.
+if [ "$package" = kata-pulse ]; then cp .dockerignore "$context/"; fi
 
 buildah() { command buildah --storage-driver vfs "$@"; }
 
