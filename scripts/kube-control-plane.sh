@@ -219,7 +219,7 @@ EOF
 
     "$bin/kube-controller-manager" --kubeconfig="$dir/kubeconfig" --port=0 --secure-port="$cm_port" \
         --bind-address=127.0.0.1 --leader-elect=false \
-        --controllers=job,ttl-after-finished,garbagecollector,namespace,serviceaccount,serviceaccount-token,cronjob \
+        --controllers=job,ttl-after-finished,garbagecollector,namespace,serviceaccount,serviceaccount-token,cronjob,resourcequota \
         --service-account-private-key-file="$dir/sa.key" --use-service-account-credentials=false \
         --authentication-skip-lookup=true --authorization-always-allow-paths=/healthz \
         --feature-gates=TTLAfterFinished=true >"$dir/controller-manager.log" 2>&1 &

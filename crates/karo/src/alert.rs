@@ -22,7 +22,39 @@ pub struct Notification {
     pub common_annotations: BTreeMap<String, String>,
     #[serde(rename = "externalURL")]
     pub external_url: String,
+    #[serde(deserialize_with = "bounded_alerts")]
     pub alerts: Vec<Alert>,
+}
+
+/// Most alerts one notification may carry (Alertmanager's `max_alerts` of
+/// the webhook config keeps a group below it). Bounds the memory of a parse.
+pub const MAX_ALERTS: usize = 5000;
+
+fn bounded_alerts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Alert>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<Alert>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_ALERTS} alerts")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(a) = seq.next_element::<Alert>()? {
+                if out.len() == MAX_ALERTS {
+                    return Err(serde::de::Error::custom(format_args!("more than {MAX_ALERTS} alerts (set max_alerts in Alertmanager's webhook config)")));
+                }
+                out.push(a);
+            }
+            Ok(out)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(Bounded)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -263,6 +295,18 @@ mod tests {
         assert!(e.to_string().starts_with("Invalid JSON: "));
         // An empty object is a valid notification without alerts (as in Karo).
         assert!(Notification::parse(b"{}").unwrap().alerts.is_empty());
+        assert!(Notification::parse(br#"{"alerts":null}"#)
+            .unwrap()
+            .alerts
+            .is_empty());
+        let many = format!(r#"{{"alerts":[{}{{}}]}}"#, "{},".repeat(MAX_ALERTS));
+        let e = Notification::parse(many.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("more than 5000 alerts"), "{e}");
+        let just = format!(r#"{{"alerts":[{}{{}}]}}"#, "{},".repeat(MAX_ALERTS - 1));
+        assert_eq!(
+            Notification::parse(just.as_bytes()).unwrap().alerts.len(),
+            MAX_ALERTS
+        );
     }
 
     #[test]

@@ -330,10 +330,30 @@ pub struct AlertReactionStatus {
     pub failed_jobs: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The last triggers (newest last, at most 10): the record that makes a
-    /// repeated firing episode a no-op across retries and replicas.
+    /// The last triggers (newest last, at most 10), for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<TriggerRecord>>,
+    /// The record that makes a repeated episode a no-op across retries,
+    /// repeats and replicas: per `<fingerprint>/<firing|resolved>`, the
+    /// episode last handled. A map, so each trigger patches one key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes: Option<BTreeMap<String, EpisodeRecord>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EpisodeRecord {
+    /// The alert's startsAt: a new value is a new episode.
+    pub starts_at: String,
+    pub claimed_at: Time,
+    /// Last delivery of this episode (records unseen for the retention are pruned).
+    pub seen: Time,
+    /// Who claimed it (replica and attempt), to recognise one's own claim.
+    pub claim: String,
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

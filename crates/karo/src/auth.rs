@@ -25,7 +25,15 @@ pub enum Denied {
     Missing,
     /// Wrong credentials.
     Invalid,
+    /// Too many password checks running: try again (503).
+    Busy,
 }
+
+/// Password checks (bcrypt) running at once.
+const VERIFIERS: usize = 2;
+/// A bcrypt hash (cost 10) of a random password, verified against for
+/// unknown users.
+const DUMMY_HASH: &str = "$2b$10$NOCcp0MbhYWImdIYT0QJtOaQBPpurCzhaxDqfElrubshYdLn85Kva";
 
 #[derive(Default)]
 struct Loaded {
@@ -44,7 +52,8 @@ pub struct Auth {
     token_file: Option<Mutex<Watched>>,
     htpasswd_file: Option<Mutex<Watched>>,
     loaded: Mutex<Loaded>,
-    verified: Mutex<HashMap<[u8; 32], bool>>,
+    verified: Mutex<std::collections::HashSet<[u8; 32]>>,
+    verifiers: tokio::sync::Semaphore,
 }
 
 impl Auth {
@@ -74,7 +83,8 @@ impl Auth {
             token_file: watched(token_file),
             htpasswd_file: watched(htpasswd_file),
             loaded: Mutex::new(Loaded::default()),
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(Default::default()),
+            verifiers: tokio::sync::Semaphore::new(VERIFIERS),
         };
         auth.refresh(true)?;
         Ok(auth)
@@ -169,29 +179,36 @@ impl Auth {
             .map_err(|_| Denied::Invalid)?;
         let text = String::from_utf8(decoded).map_err(|_| Denied::Invalid)?;
         let (user, password) = text.split_once(':').ok_or(Denied::Invalid)?;
-        let hash = lock(&self.loaded).users.get(user).cloned();
-        let Some(hash) = hash else {
-            return Err(Denied::Invalid);
-        };
-        let key: [u8; 32] = Sha256::digest(format!("{user}\0{password}\0{hash}").as_bytes()).into();
-        if let Some(ok) = lock(&self.verified).get(&key).copied() {
-            return if ok { Ok(()) } else { Err(Denied::Invalid) };
+        let known = lock(&self.loaded).users.get(user).cloned();
+        let key: [u8; 32] = Sha256::digest(
+            format!("{user}\0{password}\0{}", known.as_deref().unwrap_or("")).as_bytes(),
+        )
+        .into();
+        if known.is_some() && lock(&self.verified).contains(&key) {
+            return Ok(());
         }
+        // Unknown users cost a bcrypt run too (timing says nothing about
+        // which users exist), and at most VERIFIERS run at once: wrong
+        // passwords cannot take the CPU from everything else.
+        let Ok(_permit) = self.verifiers.try_acquire() else {
+            return Err(Denied::Busy);
+        };
+        let hash = known.clone().unwrap_or_else(|| DUMMY_HASH.to_string());
         let password = password.to_string();
         let ok =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
                 .unwrap_or(false);
+        if !ok || known.is_none() {
+            return Err(Denied::Invalid);
+        }
+        // Only successes are cached, so failures cannot evict a client's entry.
         let mut cache = lock(&self.verified);
         if cache.len() >= CACHE_LEN {
             cache.clear();
         }
-        cache.insert(key, ok);
-        if ok {
-            Ok(())
-        } else {
-            Err(Denied::Invalid)
-        }
+        cache.insert(key);
+        Ok(())
     }
 }
 
@@ -292,6 +309,39 @@ mod tests {
         std::fs::remove_file(&tokens).unwrap();
         lock(auth.token_file.as_ref().unwrap()).checked = None;
         assert_eq!(auth.check(Some("Bearer new-and-longer")).await, Ok(()));
+    }
+
+    #[test]
+    fn the_dummy_hash_is_a_real_bcrypt_hash() {
+        // Else unknown users would be refused without the work (a timing tell).
+        assert_eq!(bcrypt::verify("anything", DUMMY_HASH).ok(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn password_checks_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("u:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        let auth = std::sync::Arc::new(Auth::new(None, Some(htpasswd), false).unwrap());
+        // Hold every verifier: a further unknown password is "busy", not checked.
+        let held: Vec<_> = (0..VERIFIERS)
+            .map(|_| auth.verifiers.try_acquire().unwrap())
+            .collect();
+        assert_eq!(
+            auth.check(Some(&basic("u", "wrong"))).await,
+            Err(Denied::Busy)
+        );
+        drop(held);
+        assert_eq!(auth.check(Some(&basic("u", "pw"))).await, Ok(()));
+        // A cached success needs no verifier.
+        let _held: Vec<_> = (0..VERIFIERS)
+            .map(|_| auth.verifiers.try_acquire().unwrap())
+            .collect();
+        assert_eq!(auth.check(Some(&basic("u", "pw"))).await, Ok(()));
+        assert_eq!(
+            auth.check(Some(&basic("nobody", "pw"))).await,
+            Err(Denied::Busy)
+        );
     }
 
     #[test]

@@ -66,6 +66,13 @@ pub struct Config {
     /// Notifications accepted but not yet processed; beyond it, 503.
     #[arg(long, env = "KARO_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub queue_capacity: u64,
+    /// Bytes of accepted notifications waiting at most; beyond it, 503.
+    #[arg(long, env = "KARO_QUEUE_MAX_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(65536..=1 << 30))]
+    pub queue_max_bytes: u64,
+    /// How long the record of a handled episode is kept after its last
+    /// delivery; longer than Alertmanager's repeat_interval.
+    #[arg(long, env = "KARO_EPISODE_RETENTION", default_value = "168h", value_parser = parse_duration_long)]
+    pub episode_retention: Duration,
     /// /healthz, /readyz and /metrics.
     #[arg(long, env = "KARO_HEALTH_ADDRESS", default_value = "127.0.0.1:8081")]
     pub health_address: SocketAddr,
@@ -95,6 +102,14 @@ pub struct Config {
     /// text or json.
     #[arg(long, env = "KARO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+fn parse_duration_long(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(60) {
+        return Err("must be at least 1m".into());
+    }
+    Ok(d)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

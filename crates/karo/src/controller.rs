@@ -177,18 +177,12 @@ async fn count_and_report(
             .await
             {
                 Ok(_) if ok => {
-                    ctx.events
-                        .normal(on, "JobSucceeded", format!("Job {name} succeeded"))
-                        .await
+                    let note = format!("Job {name} succeeded");
+                    ctx.events.job(on, &name, false, "JobSucceeded", note).await
                 }
                 Ok(_) => {
-                    ctx.events
-                        .warning(
-                            on,
-                            "JobFailed",
-                            format!("Job {name} failed: {}", failure_message(job)),
-                        )
-                        .await
+                    let note = format!("Job {name} failed: {}", failure_message(job));
+                    ctx.events.job(on, &name, true, "JobFailed", note).await
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),

@@ -40,12 +40,43 @@ impl Events {
         self.publish(on, EventType::Warning, reason, note).await;
     }
 
-    async fn publish(
+    /// An Event about one of the reaction's Jobs: the Job is the related
+    /// object, so Events of different Jobs are not merged into one series
+    /// (the recorder groups by reason and objects, keeping the first note).
+    pub async fn job(
+        &self,
+        on: &ObjectReference,
+        job: &str,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let related = ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            name: Some(job.to_string()),
+            namespace: on.namespace.clone(),
+            ..Default::default()
+        };
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.send(on, type_, reason, note, Some(related)).await;
+    }
+
+    async fn publish(&self, on: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.send(on, type_, reason, note, None).await;
+    }
+
+    async fn send(
         &self,
         on: &ObjectReference,
         type_: EventType,
         reason: &str,
         mut note: String,
+        secondary: Option<ObjectReference>,
     ) {
         if note.len() > MAX_NOTE {
             let mut cut = MAX_NOTE;
@@ -59,7 +90,7 @@ impl Events {
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),
-            secondary: None,
+            secondary,
         };
         let call = self.recorder.publish(&ev, on);
         match tokio::time::timeout(Duration::from_secs(10), call).await {

@@ -163,9 +163,8 @@ impl Trigger<'_> {
     /// the alert as JSON, its main fields, and `KARO_LABEL_<name>` per label
     /// (the only way a `jobTemplate` reads alert data).
     fn karo_env(&self) -> Vec<KEnvVar> {
-        let alert_json = Value::Object(self.map.clone()).to_string();
         [
-            ("KARO_ALERT", truncate(alert_json)),
+            ("KARO_ALERT", self.alert_json()),
             ("KARO_ALERTNAME", self.reaction.spec.alert_name.clone()),
             ("KARO_ALERT_STATUS", self.phase.as_str().to_string()),
             ("KARO_ALERT_FINGERPRINT", self.alert.fingerprint()),
@@ -189,6 +188,23 @@ impl Trigger<'_> {
                 .map(|(k, v)| literal(&format!("KARO_LABEL_{k}"), truncate(v.clone()))),
         )
         .collect()
+    }
+
+    /// The alert map as JSON; when that is too long for one variable, the
+    /// fields without annotations and duplicates, else the bare identity:
+    /// always valid JSON, never cut in the middle.
+    fn alert_json(&self) -> String {
+        let full = Value::Object(self.map.clone()).to_string();
+        if full.len() <= MAX_ENV_VALUE {
+            return full;
+        }
+        let a = self.alert;
+        let short = serde_json::json!({"status": a.status, "fingerprint": a.fingerprint, "startsAt": a.starts_at, "labels": a.labels, "truncated": true}).to_string();
+        if short.len() <= MAX_ENV_VALUE {
+            return short;
+        }
+        serde_json::json!({"status": a.status, "fingerprint": a.fingerprint(), "truncated": true})
+            .to_string()
     }
 
     fn job_spec(&self, template: PodTemplateSpec, base: Option<JobSpec>) -> JobSpec {

@@ -30,6 +30,7 @@ pub struct Elector {
     cfg: LeaseConfig,
     /// The last record seen of someone else's lease, and when it changed.
     observed: Option<(String, Instant)>,
+    /// Start of our last successful acquire or renewal.
     leading_since: Option<Instant>,
 }
 
@@ -45,25 +46,56 @@ impl Elector {
     }
 
     /// Runs until `stop` turns true; `leader` says whether we lead now.
+    ///
+    /// Leadership ends `renew_deadline` after the start of the last
+    /// successful renewal, whatever the API does meanwhile (a hung call is
+    /// cut there): strictly before another replica may take the lease over,
+    /// which needs a whole lease duration of an unchanged record.
     pub async fn run(mut self, leader: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+        let deadline = self.cfg.lease_duration * 2 / 3;
         loop {
-            let leading = match self.try_acquire_or_renew().await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, lease = %self.cfg.name, "lease update failed");
-                    // Keep leading only while our last renewal is still valid.
-                    self.leading_since
-                        .is_some_and(|t| t.elapsed() < self.cfg.lease_duration)
+            let started = Instant::now();
+            let valid_until = self.leading_since.map(|t| t + deadline);
+            let budget = valid_until.map_or(self.cfg.api_timeout, |u| {
+                u.saturating_duration_since(started)
+            });
+            let attempt = tokio::time::timeout(budget, self.try_acquire_or_renew()).await;
+            let leading = match attempt {
+                Ok(Ok(true)) => {
+                    self.leading_since = Some(started);
+                    true
+                }
+                Ok(Ok(false)) => {
+                    self.leading_since = None;
+                    false
+                }
+                failed => {
+                    match failed {
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, lease = %self.cfg.name, "lease update failed")
+                        }
+                        _ => {
+                            tracing::warn!(lease = %self.cfg.name, "lease update did not answer in time")
+                        }
+                    }
+                    let still = valid_until.is_some_and(|u| Instant::now() < u);
+                    if !still {
+                        self.leading_since = None;
+                    }
+                    still
                 }
             };
             if leading != *leader.borrow() {
                 tracing::info!(identity = %self.cfg.identity, leading, "leadership changed");
                 let _ = leader.send(leading);
             }
-            let wait = if leading {
-                self.cfg.renew_every
-            } else {
-                self.cfg.renew_every / 2
+            let wait = match (leading, self.leading_since) {
+                // Wake up in time to stop leading if renewals keep failing.
+                (true, Some(t)) => self
+                    .cfg
+                    .renew_every
+                    .min((t + deadline).saturating_duration_since(Instant::now())),
+                _ => self.cfg.renew_every / 2,
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -142,7 +174,6 @@ impl Elector {
     }
 
     fn won(&mut self) -> bool {
-        self.leading_since = Some(Instant::now());
         self.observed = None;
         true
     }

@@ -9,6 +9,7 @@
 pub mod alert;
 pub mod api;
 pub mod auth;
+pub mod claim;
 pub mod config;
 pub mod controller;
 pub mod error;

@@ -201,18 +201,29 @@ fn check_actions(ar: &AlertReaction) -> Result<(), Invalid> {
                 ));
             }
         }
-        let alert_vars: Vec<&str> = a
+        // Variables holding alert data: alertRef ones, then (transitively)
+        // any whose value expands one of them.
+        let env: Vec<(&str, &str)> = a
             .env
             .iter()
-            .filter(|e| {
-                e.value.as_deref().unwrap_or("").is_empty()
-                    && e.value_from.as_ref().is_some_and(|v| v.alert_ref.is_some())
-            })
-            .map(|e| e.name.as_str())
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
             .collect();
+        let seeds = a.env.iter().filter(|e| {
+            e.value.as_deref().unwrap_or("").is_empty()
+                && e.value_from.as_ref().is_some_and(|v| v.alert_ref.is_some())
+        });
+        let tainted = tainted_vars(seeds.map(|e| e.name.as_str()).collect(), &env);
         let words = a.command.iter().flatten().chain(a.args.iter().flatten());
-        check_no_expansion(words, &alert_vars)
+        check_no_expansion(words, &tainted)
             .map_err(|m| invalid("UnsafeCommand", format!("actions[{i}] ({}): {m}", a.name)))?;
+    }
+    if let Some(max) = spec.max_concurrent_jobs {
+        if (max as usize) < spec.actions.len() {
+            return Err(invalid(
+                "InvalidSpec",
+                format!("maxConcurrentJobs {max} is below the {} Jobs one trigger creates: it could never run", spec.actions.len()),
+            ));
+        }
     }
     Ok(())
 }
@@ -233,12 +244,87 @@ fn check_template(t: &serde_json::Value) -> Result<JobTemplateSpec, Invalid> {
     if pod.containers.is_empty() {
         return Err(invalid("InvalidJobTemplate", "jobTemplate: no containers"));
     }
-    for c in &pod.containers {
+    match pod.restart_policy.as_deref() {
+        None | Some("") | Some("Never") | Some("OnFailure") => {}
+        Some(other) => {
+            return Err(invalid(
+                "InvalidJobTemplate",
+                format!("restartPolicy {other:?}: a Job needs Never or OnFailure"),
+            ))
+        }
+    }
+    for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
+        let env: Vec<(&str, &str)> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+            .collect();
+        let tainted = tainted_vars(Vec::new(), &env);
         let words = c.command.iter().flatten().chain(c.args.iter().flatten());
-        check_no_expansion(words, &[])
+        check_no_expansion(words, &tainted)
             .map_err(|m| invalid("UnsafeCommand", format!("container {}: {m}", c.name)))?;
+        let resources = c.resources.as_ref();
+        for (kind, map) in [
+            ("limits", resources.and_then(|r| r.limits.as_ref())),
+            ("requests", resources.and_then(|r| r.requests.as_ref())),
+        ] {
+            for (res, q) in map.into_iter().flatten() {
+                check_quantity(&q.0).map_err(|e| {
+                    invalid(
+                        "InvalidQuantity",
+                        format!("container {}: resources.{kind}.{res}: {e}", c.name),
+                    )
+                })?;
+            }
+        }
     }
     Ok(tpl)
+}
+
+/// The variables that carry alert data: `seeds` (alertRef ones), every
+/// `KARO_*` one karo injects, and (to a fixed point) every variable whose
+/// value references one of them: Kubernetes expands `$(NAME)` in env values
+/// too, so `B=$(A)` carries A's data.
+fn tainted_vars<'a>(seeds: Vec<&'a str>, env: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    let mut tainted = seeds;
+    loop {
+        let before = tainted.len();
+        for (name, value) in env {
+            if !tainted.contains(name)
+                && references(value)
+                    .iter()
+                    .any(|r| r.starts_with("KARO_") || tainted.contains(r))
+            {
+                tainted.push(name);
+            }
+        }
+        if tainted.len() == before {
+            return tainted;
+        }
+    }
+}
+
+/// The `$(NAME)` references Kubernetes would expand in `s` (`$$(` escapes).
+fn references(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && b.get(i + 1) == Some(&b'$') {
+            i += 2;
+            continue;
+        }
+        if b[i] == b'$' && b.get(i + 1) == Some(&b'(') {
+            if let Some(end) = s[i + 2..].find(')') {
+                out.push(&s[i + 2..i + 2 + end]);
+                i += 3 + end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Kubernetes expands `$(NAME)` in command and args from the container's
@@ -251,24 +337,12 @@ pub fn check_no_expansion<'a>(
     alert_vars: &[&str],
 ) -> Result<(), String> {
     for word in words {
-        let b = word.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'$' && b.get(i + 1) == Some(&b'$') {
-                i += 2;
-                continue;
+        for name in references(word) {
+            if name.starts_with("KARO_") || alert_vars.contains(&name) {
+                return Err(format!(
+                    "$({name}) in command/args would be replaced by alert data before the command runs; read it in the program (\"${name}\" in a shell script) or write $$({name})"
+                ));
             }
-            if b[i] == b'$' && b.get(i + 1) == Some(&b'(') {
-                if let Some(end) = word[i + 2..].find(')') {
-                    let name = &word[i + 2..i + 2 + end];
-                    if name.starts_with("KARO_") || alert_vars.contains(&name) {
-                        return Err(format!(
-                            "$({name}) in command/args would be replaced by alert data before the command runs; read it in the program (\"${name}\" in a shell script) or write $$({name})"
-                        ));
-                    }
-                }
-            }
-            i += 1;
         }
     }
     Ok(())
@@ -442,7 +516,48 @@ mod tests {
         a.args = Some(vec!["kubectl delete pod \"$POD\" $$(POD)".into()]);
         Reaction::compile(&reaction(spec_with(vec![a.clone()]))).unwrap();
         a.args = Some(vec!["echo $(KARO_ALERT)".into()]);
-        assert_eq!(reason(spec_with(vec![a])), "UnsafeCommand");
+        assert_eq!(reason(spec_with(vec![a.clone()])), "UnsafeCommand");
+        // Through another variable: TARGET=$(POD), then $(TARGET) in args.
+        a.env.push(crate::api::EnvVar {
+            name: "TARGET".into(),
+            value: Some("pod/$(POD)".into()),
+            value_from: None,
+        });
+        a.env.push(crate::api::EnvVar {
+            name: "AGAIN".into(),
+            value: Some("$(TARGET)".into()),
+            value_from: None,
+        });
+        a.args = Some(vec!["kubectl delete $(AGAIN)".into()]);
+        assert_eq!(reason(spec_with(vec![a.clone()])), "UnsafeCommand");
+        // A literal variable is fine to expand.
+        a.env.push(crate::api::EnvVar {
+            name: "NS".into(),
+            value: Some("ops".into()),
+            value_from: None,
+        });
+        a.args = Some(vec!["kubectl -n $(NS) get pods".into()]);
+        Reaction::compile(&reaction(spec_with(vec![a]))).unwrap();
+    }
+
+    #[test]
+    fn template_forms_are_checked_like_actions() {
+        let tpl = |container: serde_json::Value, restart: &str| {
+            let mut s = spec_with(vec![]);
+            s.job_template = Some(
+                serde_json::json!({"spec": {"template": {"spec": {"containers": [container], "restartPolicy": restart}}}}),
+            );
+            s
+        };
+        let c = serde_json::json!({"name": "c", "image": "i", "resources": {"limits": {"memory": "1 GB"}}});
+        assert_eq!(reason(tpl(c, "Never")), "InvalidQuantity");
+        let c = serde_json::json!({"name": "c", "image": "i"});
+        assert_eq!(reason(tpl(c, "Always")), "InvalidJobTemplate");
+        let c = serde_json::json!({"name": "c", "image": "i", "env": [{"name": "P", "value": "$(KARO_LABEL_pod)"}], "args": ["rm $(P)"]});
+        assert_eq!(reason(tpl(c, "Never")), "UnsafeCommand");
+        let mut s = spec_with(vec![action("a"), action("b")]);
+        s.max_concurrent_jobs = Some(1);
+        assert_eq!(reason(s), "InvalidSpec");
     }
 
     #[test]

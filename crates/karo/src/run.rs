@@ -12,6 +12,7 @@ use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::alert::Notification;
 use crate::api::AlertReaction;
 use crate::auth::Auth;
 use crate::config::Config;
@@ -20,11 +21,11 @@ use crate::events::Events;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::tls::TlsConfig;
-use crate::trigger::Engine;
-use crate::webhook::Webhook;
+use crate::trigger::{Engine, EngineConfig};
+use crate::webhook::{Queued, Webhook};
 
 /// Time queued notifications get to be processed after a stop signal.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(15);
 
 pub fn main(cfg: Config) -> ExitCode {
     if let Err(e) = init_logging(&cfg) {
@@ -147,31 +148,42 @@ async fn run(mut cfg: Config) -> Result<(), Fatal> {
         });
     }
 
-    let (queue_tx, mut queue_rx) = mpsc::channel(cfg.queue_capacity as usize);
+    let (queue_tx, mut queue_rx) = mpsc::channel::<Queued>(cfg.queue_capacity as usize);
+    let engine_cfg = EngineConfig {
+        api_timeout: cfg.api_timeout,
+        episode_retention: cfg.episode_retention,
+        identity: identity.clone(),
+    };
     let engine = Arc::new(Engine::new(
         client.clone(),
         reader,
         events.clone(),
         metrics.clone(),
-        cfg.api_timeout,
+        engine_cfg,
     ));
     let worker = {
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            while let Some(n) = queue_rx.recv().await {
+            while let Some(queued) = queue_rx.recv().await {
                 metrics.queue_depth.dec();
-                engine.process(&n).await;
+                // Checked when it was accepted; parsed again here so the queue
+                // holds compact bytes, not the parsed form.
+                match Notification::parse(&queued.body) {
+                    Ok(n) => engine.process(&n).await,
+                    Err(e) => tracing::warn!(error = %e, "queued notification unreadable"),
+                }
             }
         })
     };
 
-    let webhook = Arc::new(Webhook {
-        auth: Arc::new(auth),
-        queue: queue_tx,
-        ready: ready_rx.clone(),
-        metrics: metrics.clone(),
-        max_body: cfg.webhook_max_body_bytes as usize,
-    });
+    let webhook = Arc::new(Webhook::new(
+        Arc::new(auth),
+        queue_tx,
+        ready_rx.clone(),
+        metrics.clone(),
+        cfg.webhook_max_body_bytes as usize,
+        cfg.queue_max_bytes as usize,
+    ));
     tracing::info!(address = %cfg.webhook_address, tls = tls.is_some(), path = %cfg.webhook_path, "webhook listening");
     let webhook_server = tokio::spawn(crate::server::serve(
         webhook_listener,

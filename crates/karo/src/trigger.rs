@@ -1,45 +1,53 @@
 //! From a queued notification to Jobs. For each alert and each matching
-//! reaction: skip if suspended, already done (the episode is in the
-//! reaction's history), cooling down or at its concurrency limit; otherwise
-//! claim the trigger with an optimistic-concurrency status patch (so one
-//! replica wins and no count is lost), then create the Jobs, whose names are
-//! derived from the episode (a lost race or a retry is a harmless 409).
+//! reaction: skip if suspended, a repeat of a handled episode, cooling down
+//! or at its concurrency limit (`claim.rs` decides); otherwise claim the
+//! trigger in the reaction's status (optimistic concurrency: one replica
+//! wins, no count is lost), then create the Jobs, whose names derive from
+//! the episode (a lost race is a harmless 409). Jobs that cannot be created
+//! give the claim back, so a later delivery tries again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
 
 use crate::alert::{Alert, Notification};
-use crate::api::{
-    AlertReaction, AlertReactionStatus, ConcurrencyPolicy, JobReference, TriggerRecord,
-};
+use crate::api::{AlertReaction, EpisodeRecord, JobReference};
+use crate::claim::{self, ClaimPatch, Decide, ListedJob, Verdict};
 use crate::error::{timed, Error};
 use crate::events::Events;
 use crate::job::{Phase, Trigger, LABEL_FINGERPRINT, LABEL_PHASE, LABEL_REACTION_UID};
 use crate::metrics::{Metrics, NamespaceLabel, StatusLabel};
 use crate::reaction::{Invalid, Reaction};
 
-/// Entries kept in `status.history`.
-pub const HISTORY_LEN: usize = 10;
 /// Attempts of the claiming status patch before giving up.
 const CLAIM_ATTEMPTS: usize = 8;
+/// Attempts of one Job create that fails for a reason that may pass.
+const CREATE_ATTEMPTS: u32 = 3;
 
 /// Compiled reactions, by uid, valid for one generation.
 type Compiled = HashMap<String, (i64, Result<Arc<Reaction>, Invalid>)>;
+
+pub struct EngineConfig {
+    pub api_timeout: Duration,
+    /// How long an episode record is kept after its last delivery.
+    pub episode_retention: Duration,
+    /// This replica's name, in claims.
+    pub identity: String,
+}
 
 pub struct Engine {
     client: Client,
     store: Store<AlertReaction>,
     events: Events,
     metrics: Arc<Metrics>,
-    api_timeout: Duration,
+    cfg: EngineConfig,
     compiled: Mutex<Compiled>,
 }
 
@@ -68,12 +76,26 @@ impl Outcome {
             Outcome::Error => "error",
         }
     }
+
+    fn event_reason(self) -> &'static str {
+        match self {
+            Outcome::Cooldown => "SkippedCooldown",
+            Outcome::Concurrency => "SkippedConcurrency",
+            Outcome::Suspended => "Suspended",
+            _ => "Skipped",
+        }
+    }
 }
 
-/// The decision taken on a fresh copy of the reaction.
-enum Plan {
-    Skip(Outcome, String),
-    Run { replace: Vec<String> },
+/// How a claim attempt ended.
+enum Claimed {
+    Won {
+        resource_version: Option<String>,
+        replace: Vec<String>,
+    },
+    Skipped(Outcome),
+    /// The spec changed since the reaction was compiled: decide on this one.
+    Changed(Box<AlertReaction>),
 }
 
 impl Engine {
@@ -82,14 +104,14 @@ impl Engine {
         store: Store<AlertReaction>,
         events: Events,
         metrics: Arc<Metrics>,
-        api_timeout: Duration,
+        cfg: EngineConfig,
     ) -> Self {
         Self {
             client,
             store,
             events,
             metrics,
-            api_timeout,
+            cfg,
             compiled: Mutex::new(HashMap::new()),
         }
     }
@@ -98,32 +120,33 @@ impl Engine {
     /// reported (log, metric, Event) and the next alert goes on.
     pub async fn process(&self, n: &Notification) {
         let reactions = self.reactions();
-        for alert in &n.alerts {
+        for (i, alert) in n.alerts.iter().enumerate() {
+            if i % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
+            let status = match alert.status.as_str() {
+                s @ ("firing" | "resolved") => s,
+                _ => "other",
+            };
             self.metrics
                 .alerts_received
                 .get_or_create(&StatusLabel {
-                    status: alert.status.clone(),
+                    status: status.into(),
                 })
                 .inc();
-            let phase = if alert.is_firing() {
-                Phase::Firing
-            } else if alert.is_resolved() {
-                Phase::Resolved
-            } else {
-                tracing::debug!(status = %alert.status, "alert with an unknown status skipped");
-                continue;
+            let phase = match status {
+                "firing" => Phase::Firing,
+                "resolved" => Phase::Resolved,
+                _ => continue,
             };
-            let Some(name) = alert.alertname() else {
-                tracing::debug!("alert without alertname skipped");
+            if alert.alertname().is_none() {
                 continue;
-            };
+            }
             let map = alert.to_map();
-            let mut matched = 0;
             for r in &reactions {
                 if !r.selector.matches(alert, &map) || !in_scope(r, alert) {
                     continue;
                 }
-                matched += 1;
                 let t = Trigger {
                     reaction: r,
                     alert,
@@ -132,15 +155,12 @@ impl Engine {
                     receiver: &n.receiver,
                 };
                 let outcome = match phase {
-                    Phase::Firing => self.trigger(&t).await,
+                    Phase::Firing => Some(self.trigger(&t).await),
                     Phase::Resolved => self.resolve(&t).await,
                 };
                 if let Some(o) = outcome {
                     self.metrics.reaction(o.as_str());
                 }
-            }
-            if matched == 0 {
-                tracing::debug!(alertname = name, "no AlertReaction matches");
             }
         }
     }
@@ -169,21 +189,52 @@ impl Engine {
         out
     }
 
-    async fn trigger(&self, t: &Trigger<'_>) -> Option<Outcome> {
+    async fn trigger(&self, t: &Trigger<'_>) -> Outcome {
+        match self.trigger_once(t).await {
+            Ok(o) => o,
+            Err(Claimed::Changed(ar)) => match Reaction::compile(&ar) {
+                // Decided once more on the current spec (suspend, dryRun, limits).
+                Ok(fresh) => {
+                    let t2 = Trigger {
+                        reaction: &fresh,
+                        ..*t
+                    };
+                    self.trigger_once(&t2).await.unwrap_or(Outcome::Error)
+                }
+                Err(_) => Outcome::Error,
+            },
+            Err(_) => Outcome::Error,
+        }
+    }
+
+    async fn trigger_once(&self, t: &Trigger<'_>) -> Result<Outcome, Claimed> {
         let r = t.reaction;
         let on = reference(r);
         if r.suspend {
             let note = format!(
-                "alert {} (fingerprint {}) matched; suspended, nothing run",
+                "alert {} ({}) matched; suspended, nothing run",
                 r.spec.alert_name,
                 t.alert.fingerprint()
             );
-            self.events.normal(&on, "Suspended", note).await;
-            return Some(Outcome::Suspended);
+            self.events
+                .normal(&on, Outcome::Suspended.event_reason(), note)
+                .await;
+            return Ok(Outcome::Suspended);
         }
         let jobs = t.jobs();
-        let plan = match self.claim(t, &jobs).await {
-            Ok(plan) => plan,
+        let key = claim::episode_key(t.alert, t.phase);
+        let token = format!(
+            "{}/{}",
+            self.cfg.identity,
+            jiff::Timestamp::now().as_nanosecond()
+        );
+        let (resource_version, replace) = match self.claim(t, &jobs, &key, &token).await {
+            Ok(Claimed::Won {
+                resource_version,
+                replace,
+            }) => (resource_version, replace),
+            Ok(Claimed::Skipped(o)) => return Ok(o),
+            Ok(changed @ Claimed::Changed(_)) => return Err(changed),
             Err(e) => {
                 self.metrics.error("status_patch");
                 tracing::warn!(reaction = %format!("{}/{}", r.namespace, r.name), error = %e, "trigger not recorded");
@@ -196,30 +247,9 @@ impl Engine {
                         )
                         .await;
                 }
-                return Some(Outcome::Error);
+                return Ok(Outcome::Error);
             }
         };
-        let replace = match plan {
-            Plan::Skip(outcome, note) => {
-                if outcome != Outcome::Deduplicated {
-                    self.events.normal(&on, skip_reason(outcome), note).await;
-                } else {
-                    tracing::debug!(reaction = %r.name, "{note}");
-                }
-                return Some(outcome);
-            }
-            Plan::Run { replace } => replace,
-        };
-        let api: Api<Job> = Api::namespaced(self.client.clone(), &r.namespace);
-        if !replace.is_empty() {
-            self.delete_jobs(
-                &api,
-                &on,
-                &replace,
-                "replaced by a new trigger (concurrencyPolicy Replace)",
-            )
-            .await;
-        }
         if r.dry_run {
             let names: Vec<String> = jobs
                 .iter()
@@ -233,7 +263,17 @@ impl Engine {
                     format!("would create Jobs {}", names.join(", ")),
                 )
                 .await;
-            return Some(Outcome::DryRun);
+            return Ok(Outcome::DryRun);
+        }
+        let api: Api<Job> = Api::namespaced(self.client.clone(), &r.namespace);
+        if !replace.is_empty() {
+            self.delete_jobs(
+                &api,
+                &on,
+                &replace,
+                "replaced by a new trigger (concurrencyPolicy Replace)",
+            )
+            .await;
         }
         self.events
             .normal(
@@ -247,9 +287,10 @@ impl Engine {
                 ),
             )
             .await;
+        let mut failed = false;
         for (action, job) in jobs {
             match job {
-                Ok(job) => self.create(&api, &on, job).await,
+                Ok(job) => failed |= !self.create(&api, &on, job).await,
                 Err(e) => {
                     self.metrics.error("job_build");
                     tracing::warn!(reaction = %r.name, action, error = %e, "action skipped");
@@ -259,59 +300,91 @@ impl Engine {
                 }
             }
         }
-        Some(Outcome::Triggered)
+        if failed {
+            self.give_back(r, &key, &token, resource_version).await;
+            return Ok(Outcome::Error);
+        }
+        Ok(Outcome::Triggered)
     }
 
-    async fn create(
-        &self,
-        api: &Api<Job>,
-        on: &k8s_openapi::api::core::v1::ObjectReference,
-        job: Job,
-    ) {
+    /// Creates a Job, retrying what may pass (5xx, timeouts); a 409 means
+    /// another delivery created it. False when it could not be created.
+    async fn create(&self, api: &Api<Job>, on: &ObjectReference, job: Job) -> bool {
         let name = job.name_any();
-        match timed(
-            "create Job",
-            self.api_timeout,
-            api.create(&PostParams::default(), &job),
-        )
-        .await
-        {
-            Ok(_) => {
-                let ns = job.metadata.namespace.clone().unwrap_or_default();
-                self.metrics
-                    .jobs_created
-                    .get_or_create(&NamespaceLabel { namespace: ns })
-                    .inc();
-                tracing::info!(job = %name, "Job created");
-                self.events
-                    .normal(on, "JobCreated", format!("created Job {name}"))
-                    .await;
+        let mut last = String::new();
+        for attempt in 0..CREATE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(attempt - 1)).await;
             }
-            Err(e) if e.is_conflict() => {
-                tracing::info!(job = %name, "Job exists already (created by another delivery)")
-            }
-            Err(e) => {
-                self.metrics.error("job_create");
-                tracing::warn!(job = %name, error = %e, "Job not created");
-                self.events
-                    .warning(on, "JobCreateFailed", format!("Job {name}: {e}"))
-                    .await;
+            match timed(
+                "create Job",
+                self.cfg.api_timeout,
+                api.create(&PostParams::default(), &job),
+            )
+            .await
+            {
+                Ok(_) => {
+                    let ns = job.metadata.namespace.clone().unwrap_or_default();
+                    self.metrics
+                        .jobs_created
+                        .get_or_create(&NamespaceLabel { namespace: ns })
+                        .inc();
+                    tracing::info!(job = %name, "Job created");
+                    self.events
+                        .job(
+                            on,
+                            &name,
+                            false,
+                            "JobCreated",
+                            format!("created Job {name}"),
+                        )
+                        .await;
+                    return true;
+                }
+                Err(e) if e.is_conflict() => {
+                    tracing::info!(job = %name, "Job exists already (created by another delivery)");
+                    return true;
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    let retry = matches!(&e, Error::Timeout(..))
+                        || matches!(&e, Error::Kube(kube::Error::Api(s)) if s.code >= 500 || s.code == 429);
+                    tracing::warn!(job = %name, attempt, error = %e, "Job not created");
+                    if !retry {
+                        break;
+                    }
+                }
             }
         }
+        self.metrics.error("job_create");
+        self.events
+            .job(
+                on,
+                &name,
+                true,
+                "JobCreateFailed",
+                format!("Job {name}: {last}"),
+            )
+            .await;
+        false
     }
 
-    /// Decides on a fresh copy and records the decision atomically: the
-    /// status patch carries the resourceVersion it was decided on, so a
-    /// concurrent writer (another alert, another replica) makes it fail with
-    /// 409 and the decision is taken again on the newer object.
+    /// Decides on a fresh copy and records the decision atomically (see
+    /// `claim.rs`); a 409 means someone wrote meanwhile: decide again.
     async fn claim(
         &self,
         t: &Trigger<'_>,
         jobs: &[(String, Result<Job, String>)],
-    ) -> Result<Plan, Error> {
+        key: &str,
+        token: &str,
+    ) -> Result<Claimed, Error> {
         let r = t.reaction;
         let api: Api<AlertReaction> = Api::namespaced(self.client.clone(), &r.namespace);
-        let episode = t.episode();
+        let names: Vec<String> = jobs
+            .iter()
+            .filter_map(|(_, j)| j.as_ref().ok())
+            .map(|j| j.name_any())
+            .collect();
         for attempt in 0..CLAIM_ATTEMPTS {
             let ar = match (
                 attempt,
@@ -319,104 +392,185 @@ impl Engine {
                     .find(|o| o.metadata.uid.as_deref() == Some(&r.uid)),
             ) {
                 (0, Some(cached)) => (*cached).clone(),
-                _ => match timed("get AlertReaction", self.api_timeout, api.get(&r.name)).await {
-                    Ok(ar) => ar,
-                    Err(e) if e.is_not_found() => return Err(Error::Gone),
-                    Err(e) => return Err(e),
-                },
+                _ => self.get(&api, &r.name).await?,
             };
             if ar.metadata.uid.as_deref() != Some(r.uid.as_str()) {
                 return Err(Error::Gone);
             }
+            if ar.metadata.generation.unwrap_or(0) != r.generation {
+                return Ok(Claimed::Changed(Box::new(ar)));
+            }
             let status = ar.status.clone().unwrap_or_default();
             let now = jiff::Timestamp::now();
-            let plan = self.decide(t, &status, now, &episode).await?;
-            if let Plan::Skip(..) = plan {
-                return Ok(plan);
+            let listed = match (r.max_concurrent, t.phase) {
+                (Some(_), Phase::Firing) => Some(self.list_jobs(r, None).await?),
+                _ => None,
+            };
+            let decide = Decide {
+                reaction: r,
+                status: &status,
+                key,
+                starts_at: &t.alert.starts_at,
+                phase: t.phase,
+                now,
+                jobs: listed.as_deref(),
+                new_jobs: names.len(),
+            };
+            let replace = match decide.verdict() {
+                Verdict::Skip(outcome, note) => {
+                    self.skipped(r, outcome, note, &status, key, now).await;
+                    return Ok(Claimed::Skipped(outcome));
+                }
+                Verdict::Run { replace } => replace,
+            };
+            let patch = ClaimPatch {
+                resource_version: ar.resource_version(),
+                status: &status,
+                key,
+                record: EpisodeRecord {
+                    starts_at: t.alert.starts_at.clone(),
+                    claimed_at: Time(now),
+                    seen: Time(now),
+                    claim: token.to_string(),
+                    jobs: names.clone(),
+                    dry_run: r.dry_run,
+                },
+                phase: t.phase,
+                fingerprint: t.alert.fingerprint(),
+                refs: jobs
+                    .iter()
+                    .filter_map(|(action, j)| j.as_ref().ok().map(|j| (action, j)))
+                    .map(|(action, j)| JobReference {
+                        name: j.name_any(),
+                        namespace: r.namespace.clone(),
+                        action_name: action.clone(),
+                        created_at: Time(now),
+                    })
+                    .collect(),
+                retention: self.cfg.episode_retention,
             }
-            let patch = claim_patch(&ar, &status, t, jobs, now, &episode);
+            .to_json();
+            let pp = PatchParams::default();
             match timed(
                 "patch status",
-                self.api_timeout,
-                api.patch_status(&r.name, &PatchParams::default(), &Patch::Merge(&patch)),
+                self.cfg.api_timeout,
+                api.patch_status(&r.name, &pp, &Patch::Merge(&patch)),
             )
             .await
             {
-                Ok(_) => return Ok(plan),
-                Err(e) if e.is_conflict() => {
-                    tracing::debug!(reaction = %r.name, attempt, "status changed meanwhile; deciding again");
+                Ok(written) => {
+                    return Ok(Claimed::Won {
+                        resource_version: written.resource_version(),
+                        replace,
+                    })
                 }
-                Err(e) => return Err(e),
+                Err(e) if e.is_conflict() => {
+                    tracing::debug!(reaction = %r.name, attempt, "status changed meanwhile; deciding again")
+                }
+                Err(e) => {
+                    // The patch may have been applied and its answer lost:
+                    // the record says whose claim it is.
+                    let now_ar = self.get(&api, &r.name).await.map_err(|_| e)?;
+                    let ours = now_ar
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.episodes.as_ref())
+                        .and_then(|eps| eps.get(key))
+                        .is_some_and(|rec| rec.claim == token);
+                    if ours {
+                        return Ok(Claimed::Won {
+                            resource_version: now_ar.resource_version(),
+                            replace,
+                        });
+                    }
+                }
             }
         }
         Err(Error::Contended(r.name.clone(), CLAIM_ATTEMPTS))
     }
 
-    async fn decide(
-        &self,
-        t: &Trigger<'_>,
-        status: &AlertReactionStatus,
-        now: jiff::Timestamp,
-        episode: &str,
-    ) -> Result<Plan, Error> {
-        let r = t.reaction;
-        if status
-            .history
-            .iter()
-            .flatten()
-            .any(|h| h.episode == episode)
-        {
-            return Ok(Plan::Skip(
-                Outcome::Deduplicated,
-                format!("episode {episode} was handled already"),
-            ));
-        }
-        if let (Some(cooldown), Some(last)) = (r.cooldown, status.last_triggered.as_ref()) {
-            let until = last.0.checked_add(
-                jiff::SignedDuration::try_from(cooldown).unwrap_or(jiff::SignedDuration::MAX),
-            );
-            if until.is_ok_and(|u| now < u) {
-                return Ok(Plan::Skip(
-                    Outcome::Cooldown,
-                    format!(
-                        "alert {} skipped: last trigger at {} is within the cooldown of {:?}",
-                        t.alert.fingerprint(),
-                        last.0,
-                        cooldown
-                    ),
-                ));
-            }
-        }
-        let Some(max) = r.max_concurrent.filter(|_| t.phase == Phase::Firing) else {
-            return Ok(Plan::Run {
-                replace: Vec::new(),
-            });
-        };
-        let active = self.active_jobs(r, None).await?;
-        if (active.len() as u32) < max {
-            return Ok(Plan::Run {
-                replace: Vec::new(),
-            });
-        }
-        match r.policy {
-            ConcurrencyPolicy::Forbid => Ok(Plan::Skip(
-                Outcome::Concurrency,
-                format!(
-                    "alert {} skipped: {} Jobs active, maxConcurrentJobs {max}",
-                    t.alert.fingerprint(),
-                    active.len()
-                ),
-            )),
-            ConcurrencyPolicy::Replace => Ok(Plan::Run { replace: active }),
+    async fn get(&self, api: &Api<AlertReaction>, name: &str) -> Result<AlertReaction, Error> {
+        match timed("get AlertReaction", self.cfg.api_timeout, api.get(name)).await {
+            Err(e) if e.is_not_found() => Err(Error::Gone),
+            other => other,
         }
     }
 
-    /// Names of the reaction's Jobs still running (optionally of one alert).
-    async fn active_jobs(
+    async fn skipped(
+        &self,
+        r: &Reaction,
+        outcome: Outcome,
+        note: String,
+        status: &crate::api::AlertReactionStatus,
+        key: &str,
+        now: jiff::Timestamp,
+    ) {
+        if outcome != Outcome::Deduplicated {
+            self.events
+                .normal(&reference(r), outcome.event_reason(), note)
+                .await;
+            return;
+        }
+        tracing::debug!(reaction = %r.name, "{note}");
+        if claim::stale_seen(status, key, now, self.cfg.episode_retention) {
+            let api: Api<AlertReaction> = Api::namespaced(self.client.clone(), &r.namespace);
+            let patch = claim::seen_patch(key, now);
+            if let Err(e) = timed(
+                "patch status",
+                self.cfg.api_timeout,
+                api.patch_status(&r.name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+            {
+                tracing::debug!(error = %e, "could not refresh an episode record");
+            }
+        }
+    }
+
+    /// Removes our claim of an episode whose Jobs could not be created.
+    async fn give_back(&self, r: &Reaction, key: &str, token: &str, mut rv: Option<String>) {
+        let api: Api<AlertReaction> = Api::namespaced(self.client.clone(), &r.namespace);
+        for _ in 0..CLAIM_ATTEMPTS {
+            let patch = claim::rollback_patch(rv.clone(), key);
+            match timed(
+                "patch status",
+                self.cfg.api_timeout,
+                api.patch_status(&r.name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+            {
+                Ok(_) => {
+                    tracing::info!(reaction = %r.name, key, "claim given back: a later delivery will try again");
+                    return;
+                }
+                Err(e) if e.is_conflict() => {}
+                Err(e) => {
+                    tracing::warn!(reaction = %r.name, error = %e, "could not give the claim back");
+                    return;
+                }
+            }
+            let Ok(ar) = self.get(&api, &r.name).await else {
+                return;
+            };
+            let ours = ar
+                .status
+                .as_ref()
+                .and_then(|s| s.episodes.as_ref())
+                .and_then(|eps| eps.get(key))
+                .is_some_and(|rec| rec.claim == token);
+            if !ours {
+                return;
+            }
+            rv = ar.resource_version();
+        }
+    }
+
+    /// The reaction's Jobs (optionally one alert's firing ones).
+    async fn list_jobs(
         &self,
         r: &Reaction,
         fingerprint: Option<&str>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<ListedJob>, Error> {
         let api: Api<Job> = Api::namespaced(self.client.clone(), &r.namespace);
         let mut selector = format!("{LABEL_REACTION_UID}={}", crate::job::label_value(&r.uid));
         if let Some(fp) = fingerprint {
@@ -427,7 +581,7 @@ impl Engine {
         }
         let list = timed(
             "list Jobs",
-            self.api_timeout,
+            self.cfg.api_timeout,
             api.list(&ListParams::default().labels(&selector)),
         )
         .await
@@ -435,36 +589,39 @@ impl Engine {
         Ok(list
             .items
             .iter()
-            .filter(|j| !finished(j))
-            .map(|j| j.name_any())
+            .map(|j| ListedJob {
+                name: j.name_any(),
+                created: j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                finished: finished(j),
+            })
             .collect())
     }
 
-    async fn delete_jobs(
-        &self,
-        api: &Api<Job>,
-        on: &k8s_openapi::api::core::v1::ObjectReference,
-        names: &[String],
-        why: &str,
-    ) {
+    async fn delete_jobs(&self, api: &Api<Job>, on: &ObjectReference, names: &[String], why: &str) {
         for name in names {
             match timed(
                 "delete Job",
-                self.api_timeout,
+                self.cfg.api_timeout,
                 api.delete(name, &DeleteParams::background()),
             )
             .await
             {
                 Ok(_) => {
                     self.events
-                        .normal(on, "JobStopped", format!("deleted Job {name}: {why}"))
+                        .job(
+                            on,
+                            name,
+                            false,
+                            "JobStopped",
+                            format!("deleted Job {name}: {why}"),
+                        )
                         .await
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     self.metrics.error("delete_jobs");
                     self.events
-                        .warning(on, "JobStopFailed", format!("Job {name}: {e}"))
+                        .job(on, name, true, "JobStopFailed", format!("Job {name}: {e}"))
                         .await;
                 }
             }
@@ -480,25 +637,31 @@ impl Engine {
         }
         if r.stop_on_resolved && !r.suspend && !r.dry_run {
             let on = reference(r);
-            match self.active_jobs(r, Some(&t.alert.fingerprint())).await {
-                Ok(names) if !names.is_empty() => {
-                    let api: Api<Job> = Api::namespaced(self.client.clone(), &r.namespace);
-                    self.delete_jobs(
-                        &api,
-                        &on,
-                        &names,
-                        "its alert resolved (onResolved.stopJobs)",
-                    )
-                    .await;
+            match self.list_jobs(r, Some(&t.alert.fingerprint())).await {
+                Ok(jobs) => {
+                    let running: Vec<String> = jobs
+                        .into_iter()
+                        .filter(|j| !j.finished)
+                        .map(|j| j.name)
+                        .collect();
+                    if !running.is_empty() {
+                        let api: Api<Job> = Api::namespaced(self.client.clone(), &r.namespace);
+                        self.delete_jobs(
+                            &api,
+                            &on,
+                            &running,
+                            "its alert resolved (onResolved.stopJobs)",
+                        )
+                        .await;
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(reaction = %r.name, error = %e, "could not list Jobs to stop")
                 }
             }
         }
         if r.run_on_resolved {
-            return self.trigger(t).await;
+            return Some(self.trigger(t).await);
         }
         None
     }
@@ -507,15 +670,6 @@ impl Engine {
 /// `onlyOwnNamespace`: the alert's `namespace` label must be the reaction's.
 fn in_scope(r: &Reaction, alert: &Alert) -> bool {
     !r.only_own_namespace || alert.labels.get("namespace") == Some(&r.namespace)
-}
-
-fn skip_reason(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Cooldown => "SkippedCooldown",
-        Outcome::Concurrency => "SkippedConcurrency",
-        Outcome::Suspended => "Suspended",
-        _ => "Skipped",
-    }
 }
 
 pub fn finished(j: &Job) -> bool {
@@ -528,8 +682,8 @@ pub fn finished(j: &Job) -> bool {
         })
 }
 
-fn reference(r: &Reaction) -> k8s_openapi::api::core::v1::ObjectReference {
-    k8s_openapi::api::core::v1::ObjectReference {
+fn reference(r: &Reaction) -> ObjectReference {
+    ObjectReference {
         api_version: Some(AlertReaction::api_version(&()).into_owned()),
         kind: Some(AlertReaction::kind(&()).into_owned()),
         name: Some(r.name.clone()),
@@ -537,48 +691,6 @@ fn reference(r: &Reaction) -> k8s_openapi::api::core::v1::ObjectReference {
         uid: Some(r.uid.clone()),
         ..Default::default()
     }
-}
-
-/// The status fields a trigger owns, guarded by the resourceVersion read.
-fn claim_patch(
-    ar: &AlertReaction,
-    status: &AlertReactionStatus,
-    t: &Trigger<'_>,
-    jobs: &[(String, Result<Job, String>)],
-    now: jiff::Timestamp,
-    episode: &str,
-) -> serde_json::Value {
-    let ns = t.reaction.namespace.clone();
-    let refs: Vec<JobReference> = jobs
-        .iter()
-        .filter_map(|(action, j)| j.as_ref().ok().map(|j| (action, j)))
-        .map(|(action, j)| JobReference {
-            name: j.name_any(),
-            namespace: ns.clone(),
-            action_name: action.clone(),
-            created_at: Time(now),
-        })
-        .collect();
-    let mut history = status.history.clone().unwrap_or_default();
-    history.push(TriggerRecord {
-        episode: episode.to_string(),
-        fingerprint: t.alert.fingerprint(),
-        status: t.phase.as_str().into(),
-        triggered_at: Time(now),
-        jobs: refs.iter().map(|j| j.name.clone()).collect(),
-        dry_run: t.reaction.dry_run,
-    });
-    let excess = history.len().saturating_sub(HISTORY_LEN);
-    history.drain(..excess);
-    json!({
-        "metadata": { "resourceVersion": ar.resource_version() },
-        "status": {
-            "lastTriggered": Time(now),
-            "triggerCount": status.trigger_count.unwrap_or(0) + 1,
-            "lastJobsCreated": if refs.is_empty() { serde_json::Value::Null } else { json!(refs) },
-            "history": history,
-        }
-    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::alert::Notification;
 use crate::auth::{Auth, Denied};
@@ -22,13 +22,48 @@ use crate::metrics::{CodeLabel, Metrics};
 
 /// Time a client has to send its whole body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bodies read at the same time (each at most `max_body`).
+pub const CONCURRENT_BODIES: usize = 16;
+
+/// An accepted notification, as received: it holds its share of the
+/// queue's byte budget until processed.
+pub struct Queued {
+    pub body: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
 
 pub struct Webhook {
     pub auth: Arc<Auth>,
-    pub queue: mpsc::Sender<Notification>,
+    pub queue: mpsc::Sender<Queued>,
     pub ready: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     pub max_body: usize,
+    /// Bytes the queue may hold (`--queue-max-bytes`).
+    pub budget: Arc<Semaphore>,
+    pub readers: Arc<Semaphore>,
+}
+
+impl Webhook {
+    pub fn new(
+        auth: Arc<Auth>,
+        queue: mpsc::Sender<Queued>,
+        ready: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
+        max_body: usize,
+        queue_bytes: usize,
+    ) -> Self {
+        let budget = Arc::new(Semaphore::new(queue_bytes.max(max_body)));
+        let readers = Arc::new(Semaphore::new(CONCURRENT_BODIES));
+        Self {
+            auth,
+            queue,
+            ready,
+            metrics,
+            max_body,
+            budget,
+            readers,
+        }
+    }
 }
 
 pub fn router(path: &str, state: Arc<Webhook>) -> Router {
@@ -81,6 +116,12 @@ async fn handle(w: &Webhook, headers: &HeaderMap, body: Body) -> Response {
         let message = match denied {
             Denied::Missing => "credentials required",
             Denied::Invalid => "invalid credentials",
+            Denied::Busy => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy checking credentials, retry later",
+                )
+            }
         };
         let mut r = error(StatusCode::UNAUTHORIZED, message);
         r.headers_mut().insert(
@@ -107,6 +148,15 @@ async fn handle(w: &Webhook, headers: &HeaderMap, body: Body) -> Response {
             );
         }
     }
+    // Bounded memory: at most CONCURRENT_BODIES bodies in flight.
+    let Ok(Ok(_reader)) =
+        tokio::time::timeout(Duration::from_secs(1), w.readers.clone().acquire_owned()).await
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests at once, retry later",
+        );
+    };
     let limited = http_body_util::Limited::new(body, w.max_body);
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
@@ -124,7 +174,18 @@ async fn handle(w: &Webhook, headers: &HeaderMap, body: Body) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let alerts = notification.alerts.len();
-    match w.queue.try_send(notification) {
+    drop(notification);
+    let Ok(budget) = w
+        .budget
+        .clone()
+        .try_acquire_many_owned(bytes.len().max(1) as u32)
+    else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "queue full, retry later");
+    };
+    match w.queue.try_send(Queued {
+        body: bytes,
+        _budget: budget,
+    }) {
         Ok(()) => {
             w.metrics.queue_depth.inc();
             (
@@ -150,7 +211,7 @@ mod tests {
 
     struct Setup {
         router: Router,
-        rx: mpsc::Receiver<Notification>,
+        rx: mpsc::Receiver<Queued>,
         ready: watch::Sender<bool>,
         metrics: Arc<Metrics>,
     }
@@ -163,13 +224,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(capacity);
         let (ready_tx, ready) = watch::channel(true);
         let metrics = Arc::new(Metrics::new());
-        let w = Arc::new(Webhook {
-            auth,
-            queue: tx,
-            ready,
-            metrics: metrics.clone(),
-            max_body: 4096,
-        });
+        let w = Arc::new(Webhook::new(auth, tx, ready, metrics.clone(), 4096, 8192));
         Setup {
             router: router("/webhook", w),
             rx,
@@ -217,7 +272,8 @@ mod tests {
         )
         .await;
         assert_eq!(code, StatusCode::OK);
-        assert_eq!(s.rx.recv().await.unwrap().receiver, "karo");
+        let q = s.rx.recv().await.unwrap();
+        assert_eq!(Notification::parse(&q.body).unwrap().receiver, "karo");
         assert!(s.rx.try_recv().is_ok());
         assert!(s
             .metrics
@@ -286,6 +342,31 @@ mod tests {
             send(&s.router, "/webhook", Some("Bearer s3cret"), OK_BODY)
                 .await
                 .0,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let mut s = setup(100);
+        let big = format!(r#"{{"receiver":"{}","alerts":[]}}"#, "x".repeat(3000));
+        let auth = Some("Bearer s3cret");
+        assert_eq!(
+            send(&s.router, "/webhook", auth, &big).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&s.router, "/webhook", auth, &big).await.0,
+            StatusCode::OK
+        );
+        // 8192 bytes of budget: a third body of 3 KB does not fit.
+        assert_eq!(
+            send(&s.router, "/webhook", auth, &big).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        drop(s.rx.recv().await.unwrap());
+        assert_eq!(
+            send(&s.router, "/webhook", auth, &big).await.0,
             StatusCode::OK
         );
     }
