@@ -180,6 +180,9 @@ bash scripts/kube-control-plane.sh start "$cp_dir"
 # shellcheck disable=SC1091
 . "$cp_dir/env"
 export KARO_E2E_KUBECONFIG
+# One test runs karo with exactly the chart's RBAC, rendered by real Helm.
+"$venv/bin/python" tests/karo/render_rbac.py "$cp_dir/karo-rbac.json"
+export KARO_E2E_CHART_RBAC="$cp_dir/karo-rbac.json"
 
 step "karo end to end: cargo test -p karo --test e2e -- --ignored"
 cargo test -p karo --test e2e -- --ignored

@@ -1156,3 +1156,193 @@ async fn repeats_of_big_groups_failed_creates_and_limits() {
     .unwrap();
     c.cleanup().await;
 }
+
+/// karo with exactly the rights the chart grants (its ServiceAccount,
+/// ClusterRole, Role and bindings as Helm renders them: see
+/// tests/karo/render_rbac.py), watching every namespace as the chart runs
+/// it: triggering, Replace, status, Job outcome Events, onResolved and the
+/// Lease all work, and no call is forbidden. Needs KARO_E2E_CHART_RBAC.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KARO_E2E_KUBECONFIG (scripts/test.sh starts one)"]
+async fn runs_with_exactly_the_charts_rbac() {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use kube::api::{ApiResource, DynamicObject};
+    let c = Cluster::new("rbac").await.unwrap();
+    let path = std::env::var("KARO_E2E_CHART_RBAC")
+        .expect("KARO_E2E_CHART_RBAC: the chart's rendered RBAC (scripts/test.sh writes it)");
+    let objects: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for mut o in objects {
+        // The release namespace becomes the test's.
+        if o["metadata"].get("namespace").is_some() {
+            o["metadata"]["namespace"] = json!(c.ns);
+        }
+        for s in o["subjects"].as_array_mut().into_iter().flatten() {
+            s["namespace"] = json!(c.ns);
+        }
+        let (group, version) = match o["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), o["apiVersion"].as_str().unwrap().to_string()),
+        };
+        let kind = o["kind"].as_str().unwrap().to_string();
+        let gvk = kube::core::GroupVersionKind::gvk(&group, &version, &kind);
+        let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
+        let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        let name = o["metadata"]["name"].as_str().unwrap().to_string();
+        let api: kube::Api<DynamicObject> = match o["metadata"]["namespace"].as_str() {
+            Some(ns) => kube::Api::namespaced_with(c.client.clone(), ns, &ar),
+            None => kube::Api::all_with(c.client.clone(), &ar),
+        };
+        let mut obj: DynamicObject = serde_json::from_value(o).unwrap();
+        // Cluster-wide objects outlive the namespace of an earlier run: replace them.
+        if let Some(old) = api.get_opt(&name).await.unwrap() {
+            obj.metadata.resource_version = old.metadata.resource_version;
+            api.replace(&name, &Default::default(), &obj).await.unwrap();
+        } else {
+            api.create(&Default::default(), &obj).await.unwrap();
+        }
+    }
+    // The token the ServiceAccount gets (1.20: a Secret made by the token controller).
+    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(c.client.clone(), &c.ns);
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(c.client.clone(), &c.ns);
+    let start = std::time::Instant::now();
+    let token = loop {
+        let sa = sas.get("karo").await.unwrap();
+        if let Some(name) = sa
+            .secrets
+            .unwrap_or_default()
+            .first()
+            .and_then(|r| r.name.clone())
+        {
+            if let Some(t) = secrets
+                .get(&name)
+                .await
+                .unwrap()
+                .data
+                .and_then(|d| d.get("token").cloned())
+            {
+                break String::from_utf8(t.0).unwrap();
+            }
+        }
+        assert!(start.elapsed() < T, "no token for the karo ServiceAccount");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&c.kubeconfig).unwrap()).unwrap();
+    let server = admin["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: {server}, insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: karo, user: {{token: {token}}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: karo, namespace: {ns}}}}}]\ncurrent-context: c\n",
+            ns = c.ns
+        ),
+    )
+    .unwrap();
+
+    c.apply(json!({"apiVersion": "karo.io/v1alpha1", "kind": "AlertReaction", "metadata": {"name": "least"},
+        "spec": {"alertName": "LeastPrivilegeCheck", "maxConcurrentJobs": 1, "concurrencyPolicy": "Replace",
+                 "onResolved": {"stopJobs": true},
+                 "actions": [{"name": "a", "image": "busybox",
+                              "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "some-secret", "key": "k"}}}]}]}}))
+        .await
+        .unwrap();
+    let karo = Karo::start(
+        &c,
+        KaroOptions {
+            kubeconfig: Some(kubeconfig),
+            all_namespaces: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    karo.post_ok(&notification(
+        "firing",
+        vec![alert(
+            "LeastPrivilegeCheck",
+            "l1",
+            "2026-12-01T10:00:00Z",
+            &[],
+        )],
+    ))
+    .unwrap();
+    let first = c
+        .wait_jobs("the first Job", T, |j| j.len() == 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", karo.log()));
+    c.finish_pods(&first[0].name_any(), "Succeeded")
+        .await
+        .unwrap();
+    c.wait_reaction("least", "counted by the controller", T, |ar| {
+        ar.status.as_ref().and_then(|s| s.succeeded_jobs) == Some(1)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", karo.log()));
+    karo.post_ok(&notification(
+        "firing",
+        vec![alert(
+            "LeastPrivilegeCheck",
+            "l2",
+            "2026-12-01T10:01:00Z",
+            &[],
+        )],
+    ))
+    .unwrap();
+    karo.post_ok(&notification(
+        "firing",
+        vec![alert(
+            "LeastPrivilegeCheck",
+            "l3",
+            "2026-12-01T10:02:00Z",
+            &[],
+        )],
+    ))
+    .unwrap();
+    let mut resolved = alert("LeastPrivilegeCheck", "l3", "2026-12-01T10:02:00Z", &[]);
+    resolved["status"] = json!("resolved");
+    karo.post_ok(&notification("resolved", vec![resolved]))
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let reasons = c.event_reasons("least").await.unwrap();
+        if reasons.contains(&"JobSucceeded".to_string())
+            && reasons.iter().filter(|r| *r == "JobStopped").count() >= 1
+        {
+            break;
+        }
+        assert!(start.elapsed() < T, "{reasons:?}\n{}", karo.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        karo.metric("leader"),
+        1.0,
+        "the Lease in its own namespace: {}",
+        karo.log()
+    );
+    let log = karo.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "a call the chart does not allow:\n{log}"
+    );
+    for stage in [
+        "job_create",
+        "status_patch",
+        "list_jobs",
+        "delete_jobs",
+        "reconcile",
+        "event",
+    ] {
+        assert_eq!(
+            karo.metric(&format!("errors_total{{stage=\"{stage}\"}}")),
+            0.0,
+            "{stage}\n{log}"
+        );
+    }
+    c.cleanup().await;
+}

@@ -242,6 +242,10 @@ pub struct KaroOptions {
     pub extra: Vec<String>,
     pub htpasswd: Option<String>,
     pub identity: String,
+    /// Another identity than the admin's (e.g. a service account's token).
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch every namespace, as the chart runs it (default: the test's only).
+    pub all_namespaces: bool,
 }
 
 impl Default for KaroOptions {
@@ -250,6 +254,8 @@ impl Default for KaroOptions {
             extra: Vec::new(),
             htpasswd: None,
             identity: "karo-0".into(),
+            kubeconfig: None,
+            all_namespaces: false,
         }
     }
 }
@@ -262,15 +268,20 @@ impl Karo {
         let webhook_port = free_port()?;
         let health_port = free_port()?;
         let mut cmd = Command::new(workspace_bin("karo")?);
-        cmd.env("KUBECONFIG", &c.kubeconfig)
-            .env("POD_NAME", &opts.identity)
-            .env("LOG_LEVEL", "info,karo=debug")
-            .env_remove("WEBHOOK_PORT")
-            .arg(format!("--webhook-address=127.0.0.1:{webhook_port}"))
-            .arg(format!("--health-address=127.0.0.1:{health_port}"))
-            .arg(format!("--webhook-token-file={}", tokens.display()))
-            .arg(format!("--watch-namespace={}", c.ns))
-            .arg(format!("--leader-election-namespace={}", c.ns));
+        cmd.env(
+            "KUBECONFIG",
+            opts.kubeconfig.as_ref().unwrap_or(&c.kubeconfig),
+        )
+        .env("POD_NAME", &opts.identity)
+        .env("LOG_LEVEL", "info,karo=debug")
+        .env_remove("WEBHOOK_PORT")
+        .arg(format!("--webhook-address=127.0.0.1:{webhook_port}"))
+        .arg(format!("--health-address=127.0.0.1:{health_port}"))
+        .arg(format!("--webhook-token-file={}", tokens.display()))
+        .arg(format!("--leader-election-namespace={}", c.ns));
+        if !opts.all_namespaces {
+            cmd.arg(format!("--watch-namespace={}", c.ns));
+        }
         if let Some(h) = &opts.htpasswd {
             let f = dir.path().join("htpasswd");
             std::fs::write(&f, h)?;
