@@ -97,6 +97,23 @@ pub fn is_identifier(s: &str) -> bool {
     !prev_sep
 }
 
+/// A deadline that passed: containerd's (`DEADLINE_EXCEEDED`) or the one
+/// tonic enforces locally for `grpc-timeout` (`CANCELLED` caused by
+/// [`tonic::TimeoutExpired`]).
+fn is_timeout(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::DeadlineExceeded {
+        return true;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// The filter selecting one container's task.
 pub fn id_filter(id: &str) -> Result<String, Error> {
     if !is_identifier(id) {
@@ -162,10 +179,7 @@ impl TaskMetricsClient {
         let mut client = self.client.clone();
         match tokio::time::timeout(self.timeout, client.metrics(req)).await {
             Err(_) => Err(Error::Timeout(self.timeout)),
-            // tonic reports its own deadline as Cancelled/DeadlineExceeded.
-            Ok(Err(s)) if s.code() == tonic::Code::DeadlineExceeded => {
-                Err(Error::Timeout(self.timeout))
-            }
+            Ok(Err(s)) if is_timeout(&s) => Err(Error::Timeout(self.timeout)),
             Ok(Err(s)) => Err(Error::Rpc(s)),
             Ok(Ok(resp)) => Ok(resp.into_inner().metrics),
         }
@@ -197,5 +211,303 @@ impl TaskMetricsClient {
     pub async fn container(&self, id: &str) -> Result<Option<TaskMetrics>, Error> {
         let found = self.containers(&[id]).await?;
         Ok(found.into_iter().find(|m| m.id == id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::containerd::services::tasks::v1::tasks_server::{Tasks, TasksServer};
+    use crate::proto::containerd::services::tasks::v1::MetricsResponse;
+    use crate::stats::CGROUPS_V1_METRICS;
+    use prost::Message;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    use tokio_stream::wrappers::UnixListenerStream;
+    use tonic::{Request, Response, Status};
+
+    #[test]
+    fn identifiers_follow_containerd() {
+        for ok in ["k8s.io", "default", "a", "0ab", "a-b_c.d", &"x".repeat(76)] {
+            assert!(is_identifier(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "a b",
+            "a/b",
+            "a==b",
+            "a,id==b",
+            "é",
+            &"x".repeat(77),
+        ] {
+            assert!(!is_identifier(bad), "{bad}");
+        }
+        assert_eq!(id_filter("abc123").unwrap(), "id==abc123");
+        assert!(matches!(
+            id_filter("a,id~=.*"),
+            Err(Error::InvalidContainerId(id)) if id == "a,id~=.*"
+        ));
+    }
+
+    #[test]
+    fn recognises_timeouts() {
+        assert!(is_timeout(&Status::deadline_exceeded("too slow")));
+        assert!(!is_timeout(&Status::cancelled("gone")));
+        assert!(!is_timeout(&Status::unavailable("down")));
+    }
+
+    #[tokio::test]
+    async fn rejects_a_bad_namespace() {
+        let ep = Endpoint::Unix(PathBuf::from("/nonexistent/containerd.sock"));
+        for ns in ["", "k8s io", "k8s.io\n"] {
+            let err = TaskMetricsClient::connect_lazy(&ep, ns, Duration::from_secs(1)).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidNamespace(n) if n == ns),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn needs_a_runtime() {
+        let ep = Endpoint::Unix(PathBuf::from("/nonexistent/containerd.sock"));
+        assert!(matches!(
+            TaskMetricsClient::connect_lazy(&ep, CRI_NAMESPACE, Duration::from_secs(1)),
+            Err(Error::NoRuntime)
+        ));
+    }
+
+    #[test]
+    fn converts_timestamps() {
+        let t = |seconds, nanos| to_system_time(&prost_types::Timestamp { seconds, nanos });
+        assert_eq!(t(1, 5), Some(UNIX_EPOCH + Duration::new(1, 5)));
+        assert_eq!(t(-1, 0), None);
+        assert_eq!(t(1, -1), None);
+        assert_eq!(t(1, 1_000_000_000), None);
+    }
+
+    /// What the fake saw of each request.
+    #[derive(Default)]
+    struct Seen {
+        namespaces: Vec<Option<String>>,
+        filters: Vec<Vec<String>>,
+        had_deadline: Vec<bool>,
+    }
+
+    struct FakeContainerd {
+        seen: Arc<Mutex<Seen>>,
+        delay: Duration,
+        metrics: Vec<Metric>,
+    }
+
+    #[tonic::async_trait]
+    impl Tasks for FakeContainerd {
+        async fn metrics(
+            &self,
+            request: Request<MetricsRequest>,
+        ) -> Result<Response<MetricsResponse>, Status> {
+            {
+                let mut seen = self.seen.lock().unwrap();
+                let md = request.metadata();
+                seen.namespaces.push(
+                    md.get(NAMESPACE_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from),
+                );
+                seen.had_deadline.push(md.get("grpc-timeout").is_some());
+                seen.filters.push(request.get_ref().filters.clone());
+            }
+            tokio::time::sleep(self.delay).await;
+            if request.metadata().get(NAMESPACE_HEADER).is_none() {
+                return Err(Status::failed_precondition("namespace is required"));
+            }
+            Ok(Response::new(MetricsResponse {
+                metrics: self.metrics.clone(),
+            }))
+        }
+    }
+
+    struct Fake {
+        _dir: tempfile::TempDir,
+        endpoint: Endpoint,
+        seen: Arc<Mutex<Seen>>,
+    }
+
+    fn serve(delay: Duration, metrics: Vec<Metric>) -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("containerd.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let fake = FakeContainerd {
+            seen: Arc::clone(&seen),
+            delay,
+            metrics,
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .serve_with_incoming(TasksServer::new(fake), UnixListenerStream::new(listener)),
+        );
+        Fake {
+            _dir: dir,
+            endpoint: Endpoint::Unix(sock),
+            seen,
+        }
+    }
+
+    fn v1_metric(id: &str) -> Metric {
+        let payload = crate::proto::io::containerd::cgroups::v1::Metrics {
+            pids: Some(crate::proto::io::containerd::cgroups::v1::PidsStat {
+                current: 2,
+                limit: 0,
+            }),
+            ..Default::default()
+        };
+        Metric {
+            timestamp: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 42,
+            }),
+            id: id.into(),
+            data: Some(prost_types::Any {
+                type_url: CGROUPS_V1_METRICS.into(),
+                value: payload.encode_to_vec(),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_namespace_filters_and_deadline_and_decodes_each_metric() {
+        let odd = Metric {
+            id: "odd".into(),
+            data: Some(prost_types::Any {
+                type_url: "example.com/Other".into(),
+                value: vec![1, 2, 3],
+            }),
+            ..Default::default()
+        };
+        let empty = Metric {
+            id: "empty".into(),
+            ..Default::default()
+        };
+        let fake = serve(Duration::ZERO, vec![v1_metric("abc"), odd, empty]);
+        let client =
+            TaskMetricsClient::connect_lazy(&fake.endpoint, CRI_NAMESPACE, Duration::from_secs(5))
+                .unwrap();
+        assert_eq!(client.timeout(), Duration::from_secs(5));
+
+        let got = client.containers(&["abc", "def"]).await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].id, "abc");
+        assert_eq!(got[0].type_url, CGROUPS_V1_METRICS);
+        assert_eq!(
+            got[0].timestamp,
+            Some(UNIX_EPOCH + Duration::new(1_700_000_000, 42))
+        );
+        let stats = got[0].stats.as_ref().unwrap();
+        assert_eq!(stats.pids.as_ref().unwrap().current, 2);
+        assert!(matches!(
+            &got[1].stats,
+            Err(DecodeError::UnknownType { type_url }) if type_url == "example.com/Other"
+        ));
+        assert!(matches!(&got[2].stats, Err(DecodeError::MissingData { id }) if id == "empty"));
+        assert_eq!(got[2].timestamp, None);
+
+        // One container: the matching entry only.
+        let one = client.container("abc").await.unwrap().unwrap();
+        assert_eq!(one.id, "abc");
+        assert!(client.container("zzz").await.unwrap().is_none());
+        client.all().await.unwrap();
+        // Nothing asked: no call at all (an empty filter list means "all").
+        assert!(client.containers::<&str>(&[]).await.unwrap().is_empty());
+
+        let seen = fake.seen.lock().unwrap();
+        assert_eq!(
+            seen.filters,
+            vec![
+                vec!["id==abc".to_string(), "id==def".to_string()],
+                vec!["id==abc".to_string()],
+                vec!["id==zzz".to_string()],
+                vec![],
+            ]
+        );
+        assert!(seen
+            .namespaces
+            .iter()
+            .all(|n| n.as_deref() == Some(CRI_NAMESPACE)));
+        assert!(seen.had_deadline.iter().all(|d| *d), "grpc-timeout sent");
+    }
+
+    #[tokio::test]
+    async fn rpc_errors_carry_the_status() {
+        let fake = serve(Duration::ZERO, Vec::new());
+        let channel = cri_api::channel(&fake.endpoint, Duration::from_secs(1)).unwrap();
+        // Bypass the client to leave the namespace out, as a bug would.
+        let status = TasksClient::new(channel.clone())
+            .metrics(MetricsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let err = Error::Rpc(status);
+        assert!(err.to_string().contains("namespace is required"), "{err}");
+        // The client itself is fine with the same fake.
+        let client =
+            TaskMetricsClient::new(channel, CRI_NAMESPACE, Duration::from_secs(1)).unwrap();
+        assert!(client.all().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn times_out_on_a_slow_answer() {
+        let fake = serve(Duration::from_secs(30), vec![v1_metric("abc")]);
+        let timeout = Duration::from_millis(300);
+        let client =
+            TaskMetricsClient::connect_lazy(&fake.endpoint, CRI_NAMESPACE, timeout).unwrap();
+        let start = Instant::now();
+        let err = client.container("abc").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(t) if t == timeout), "{err:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(err.to_string().contains("timed out after 300ms"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn times_out_on_a_peer_that_never_speaks() {
+        // Connections are queued by the kernel but never accepted, so the
+        // HTTP/2 handshake never completes.
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("mute.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let timeout = Duration::from_millis(300);
+        let client =
+            TaskMetricsClient::connect_lazy(&Endpoint::Unix(sock), CRI_NAMESPACE, timeout).unwrap();
+        let start = Instant::now();
+        let err = client.all().await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = Endpoint::Unix(dir.path().join("absent.sock"));
+        let client =
+            TaskMetricsClient::connect_lazy(&ep, CRI_NAMESPACE, Duration::from_secs(2)).unwrap();
+        let start = Instant::now();
+        let err = client.all().await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Rpc(s) if s.code() == tonic::Code::Unavailable),
+            "{err:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(2));
     }
 }
