@@ -30,9 +30,9 @@
 //! | `cpu.throttled_ns` | `throttled_time` | `throttled_usec` × 1000 | `container_cpu_cfs_throttled_seconds_total` (÷ 1e9) |
 //! | `memory.usage` | `memory.usage_in_bytes` | `memory.current` | `container_memory_usage_bytes` |
 //! | [`MemoryStats::working_set`] | usage − `total_inactive_file` | usage − `inactive_file` | `container_memory_working_set_bytes` |
-//! | `memory.rss` | `total_rss` | `anon` | `container_memory_rss` |
-//! | `memory.cache` | `total_cache` | `file` | `container_memory_cache` |
-//! | `memory.mapped_file` | `total_mapped_file` | `file_mapped` | `container_memory_mapped_file` |
+//! | `memory.rss` | `total_rss` (or `rss` if larger, see Kata below) | `anon` | `container_memory_rss` |
+//! | `memory.cache` | `total_cache` (or `cache`) | `file` | `container_memory_cache` |
+//! | `memory.mapped_file` | `total_mapped_file` (or `mapped_file`) | `file_mapped` | `container_memory_mapped_file` |
 //! | `memory.swap` | `memory.memsw.usage_in_bytes` − usage | `memory.swap.current` | `container_memory_swap` |
 //! | `memory.max_usage` | `memory.max_usage_in_bytes` | `memory.peak` (containerd ≥ 1.7 only) | `container_memory_max_usage_bytes` |
 //! | `memory.failcnt` | `memory.failcnt` | – (cAdvisor: 0) | `container_memory_failcnt` |
@@ -66,6 +66,23 @@
 //!   blk-throttle, which keeps the v1 counters, up lazily.
 //! - Without the namespace header containerd fails the call
 //!   ("namespace is required"); in another namespace it lists nothing.
+//!
+//! # The Kata Go shim (from its source, `containerd-shim-v2/metrics.go`)
+//!
+//! It picks the type by the *host's* cgroup version and fills it from the
+//! guest agent's figures of the container's cgroup in the guest:
+//!
+//! - v1: the guest's `total_rss`, `total_cache`, `total_mapped_file` go to
+//!   the plain `rss`, `cache`, `mapped_file` fields and the `total_*` ones
+//!   stay 0 (`total_inactive_file` is filled). Decoding takes the larger of
+//!   `total_*` and the plain field, which is the hierarchical figure for
+//!   runc's shim and for Kata's alike. Block I/O entries carry no device
+//!   name.
+//! - v2: `user_usec` and `system_usec` are swapped (kernel time in
+//!   `user_usec`); they are passed on as sent. All devices' I/O is merged
+//!   into one entry (the numbers of the last device win), and one all-zero
+//!   entry for device 0:0 is sent when there was no I/O; 0:0 entries are
+//!   dropped on decoding.
 
 mod client;
 mod stats;

@@ -55,6 +55,8 @@ pub struct MemoryStats {
     /// v1 `memory.usage_in_bytes`; v2 `memory.current`.
     pub usage: u64,
     /// v1 `total_inactive_file`; v2 `inactive_file` (the working set input).
+    /// On v1 each `total_*` figure falls back to the cgroup's own field when
+    /// larger (the Kata Go shim sends the hierarchical values there).
     pub inactive_file: u64,
     /// v1 `total_rss`; v2 `anon`.
     pub rss: u64,
@@ -188,6 +190,12 @@ fn v2_limit(limit: u64) -> Option<u64> {
     (limit != 0 && limit != u64::MAX).then_some(limit)
 }
 
+/// Device 0:0 is no block device: the Kata Go shim sends one such empty
+/// entry on cgroup v2 hosts when the guest reported no I/O.
+fn no_device(major: u64, minor: u64) -> bool {
+    major == 0 && minor == 0
+}
+
 fn nonzero(v: u64) -> Option<u64> {
     (v != 0).then_some(v)
 }
@@ -216,12 +224,17 @@ pub fn from_v1(m: &v1::Metrics) -> ContainerStats {
             .as_ref()
             .filter(|s| s.usage != 0)
             .map(|s| s.usage.saturating_sub(usage.usage));
+        // cAdvisor reads the hierarchical total_* figures, which runc's
+        // shim fills (and which are never below the cgroup's own). The Kata
+        // Go shim puts the guest's total_* into the plain fields and leaves
+        // total_* at 0 (all but total_inactive_file), so the larger of the
+        // two is the hierarchical figure for both shims.
         MemoryStats {
             usage: usage.usage,
-            inactive_file: mem.total_inactive_file,
-            rss: mem.total_rss,
-            cache: mem.total_cache,
-            mapped_file: mem.total_mapped_file,
+            inactive_file: mem.total_inactive_file.max(mem.inactive_file),
+            rss: mem.total_rss.max(mem.rss),
+            cache: mem.total_cache.max(mem.cache),
+            mapped_file: mem.total_mapped_file.max(mem.mapped_file),
             swap,
             max_usage: mem.usage.as_ref().map(|u| u.max),
             failcnt: mem.usage.as_ref().map(|u| u.failcnt),
@@ -237,6 +250,7 @@ pub fn from_v1(m: &v1::Metrics) -> ContainerStats {
         let conv = |entries: &[v1::BlkIoEntry]| {
             entries
                 .iter()
+                .filter(|e| !no_device(e.major, e.minor))
                 .map(|e| BlkioEntry {
                     major: e.major,
                     minor: e.minor,
@@ -289,7 +303,7 @@ pub fn from_v2(m: &v2::Metrics) -> ContainerStats {
     });
     let blkio = m.io.as_ref().map(|io| {
         let mut out = BlkioStats::default();
-        for e in &io.usage {
+        for e in io.usage.iter().filter(|e| !no_device(e.major, e.minor)) {
             let entry = |op: &str, value| BlkioEntry {
                 major: e.major,
                 minor: e.minor,
@@ -518,6 +532,44 @@ mod tests {
             .msg(34, Pb::default().u64(2, 4096));
         let got = decode_any(&any(CGROUPS_V1_METRICS, Pb::default().msg(4, memory).0)).unwrap();
         assert_eq!(got.memory.unwrap().swap, Some(0));
+    }
+
+    #[test]
+    fn v1_as_the_kata_go_shim_sends_it() {
+        // The guest's total_* in the plain fields, total_* 0 except
+        // total_inactive_file; blkio without device names; a 0:0 entry.
+        let memory = Pb::default()
+            .u64(1, 40 << 20) // cache <- guest total_cache
+            .u64(2, 60 << 20) // rss <- guest total_rss
+            .u64(4, 3 << 20) // mapped_file <- guest total_mapped_file
+            .u64(30, 30 << 20) // total_inactive_file
+            .msg(33, Pb::default().u64(2, 100 << 20));
+        let blkio = Pb::default()
+            .msg(1, v1_entry("Read", "", 252, 0, 4096))
+            .msg(1, v1_entry("", "", 0, 0, 0));
+        let payload = Pb::default().msg(4, memory).msg(5, blkio).0;
+        let got = decode_any(&any(CGROUPS_V1_METRICS, payload)).unwrap();
+        let mem = got.memory.unwrap();
+        assert_eq!(
+            (mem.rss, mem.cache, mem.mapped_file, mem.inactive_file),
+            (60 << 20, 40 << 20, 3 << 20, 30 << 20)
+        );
+        assert_eq!(mem.working_set(), 70 << 20);
+        let read = BlkioEntry {
+            major: 252,
+            minor: 0,
+            op: "Read".into(),
+            device: String::new(),
+            value: 4096,
+        };
+        assert_eq!(got.blkio.unwrap().bytes, vec![read]);
+    }
+
+    #[test]
+    fn v2_drops_the_empty_device_of_the_kata_go_shim() {
+        let payload = Pb::default().msg(6, Pb::default().msg(1, Pb::default())).0;
+        let got = decode_any(&any(CGROUPS_V2_METRICS, payload)).unwrap();
+        assert_eq!(got.blkio, Some(BlkioStats::default()));
     }
 
     #[test]
