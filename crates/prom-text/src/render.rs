@@ -222,6 +222,9 @@ impl Rendered {
         self.buf.extend_from_slice(name.as_bytes());
         let name = start..pos(&self.buf);
         let start = pos(&self.buf);
+        // As the parser reads it back: blanks after the name are the
+        // separator, and a trailing CR would pass for a CRLF line end.
+        let help = help.trim_start_matches([' ', '\t']).trim_end_matches('\r');
         self.buf.extend_from_slice(escape_help(help).as_bytes());
         let help = Some(start..pos(&self.buf));
         self.open = Some(OpenFamily {
@@ -443,6 +446,26 @@ kata_shim_process_open_fds{exported_sandbox_id=\"evil\",sandbox_id=\"a\\\"b\"} 3
             text(&r),
             "#a_total Counter\na_total 12\n#b_up Gauge\nb_up{sandbox_id=\"x\\ny\"} 1\n"
         );
+    }
+
+    /// Found by the property tests: a builder HELP ending in CR came out
+    /// as a CRLF line end, one starting with blanks as more separator, so
+    /// readers saw another HELP than [`Rendered::help`] said.
+    #[test]
+    fn builder_help_is_what_readers_see() {
+        let mut r = Rendered::default();
+        r.begin_family("a", "text\r\r", MetricType::Gauge);
+        r.sample("", &[], 1.0);
+        r.begin_family("b", " \t {x", MetricType::Gauge);
+        r.sample("", &[], 1.0);
+        r.finish();
+        assert_eq!(r.help(&r.families()[0]), Some("text"));
+        assert_eq!(r.help(&r.families()[1]), Some("{x"));
+        let mut out = Vec::new();
+        crate::merge(&[&r], &|_| true, &mut out);
+        let back = parse(&out);
+        assert_eq!(back.family("a").unwrap().help, Some("text"));
+        assert_eq!(back.family("b").unwrap().help, Some("{x"));
     }
 
     #[test]
