@@ -58,6 +58,11 @@ pub fn check_exposition(exp: &Exposition<'_>) {
         next = fam.samples.end;
         if let Some(help) = fam.help {
             assert!(valid_help(help), "HELP {help:?}");
+            // Written after `# HELP name `, it must read back the same.
+            assert!(
+                !help.starts_with([' ', '\t']) && !help.ends_with('\r'),
+                "HELP {help:?}"
+            );
         }
         for s in exp.samples_of(fam) {
             check_sample(exp, fam, s);
