@@ -79,6 +79,12 @@ ALLOWED = {
     # scripts/test.sh runs it as a step of its own (the image test uses it);
     # the flags are checked against its usage text below.
     r"scripts/build-image\.sh( |$)": "run by scripts/test.sh as its own step",
+    # Fuzzing runs for minutes per target: a command of its own, not a
+    # test step (docs/fuzzing.md records its runs); the arguments are
+    # checked against its usage below. The property tests it mentions are
+    # part of `cargo test --workspace`, which scripts/test.sh runs.
+    r"scripts/fuzz\.sh( |$)": "runs for minutes; its arguments are checked",
+    r"cargo test -p prom-text( |$)": "part of cargo test --workspace in scripts/test.sh",
     # No Docker, systemd or remote Helm repository on a test machine; the
     # systemd unit is verified offline by scripts/test.sh (systemd-analyze).
     r"docker run ": "needs a Docker daemon",
@@ -572,6 +578,19 @@ def check_build_image_flags(cmd, argv):
             assert re.search(rf"^#\s+{re.escape(a)}\b", usage, re.M), f"build-image.sh has no {a}: {cmd}"
 
 
+def check_fuzz_args(cmd, argv):
+    """`scripts/fuzz.sh [TARGET] [SECONDS]` with a target it knows."""
+    usage = (ROOT / "scripts" / "fuzz.sh").read_text()
+    known = re.search(r"^\s+parse \| roundtrip \| merge\)", usage, re.M)
+    assert known, "scripts/fuzz.sh no longer lists its targets as expected"
+    args = argv[1:]
+    assert len(args) <= 2, f"scripts/fuzz.sh takes [TARGET] [SECONDS]: {cmd}"
+    if args:
+        assert args[0] in ("all", "parse", "roundtrip", "merge"), f"unknown fuzz target: {cmd}"
+    if len(args) == 2:
+        assert args[1].isdigit() and int(args[1]) > 0, f"SECONDS must be a positive number: {cmd}"
+
+
 # ---------------------------------------------------------------------------
 # the test
 # ---------------------------------------------------------------------------
@@ -614,6 +633,8 @@ def check_segment(cmd, argv, text, request):
         if re.match(pattern, text):
             if pattern.startswith("scripts/build-image"):
                 check_build_image_flags(cmd, argv)
+            if pattern.startswith("scripts/fuzz"):
+                check_fuzz_args(cmd, argv)
             return
     prog = argv[0]
     if prog == "helm":

@@ -20,7 +20,7 @@ pub use escape::{
     unescape_label_value,
 };
 pub use merge::{merge, merge_stats, FamilyFilter, MergeStats};
-pub use parse::{parse, Exposition, Family, Label, ParseErrors, Sample};
+pub use parse::{parse, Exposition, Family, Label, ParseErrors, Sample, MAX_LABELS};
 pub use render::{FamilyAction, Rendered, RenderedFamily};
 
 /// The metric types of the text format.

@@ -159,6 +159,10 @@ impl<'a> Parser<'a> {
         match keyword {
             "HELP" => {
                 let (name, help) = split_token(rest);
+                // One CR before the newline is a CRLF line end; a HELP text
+                // kept ending in CR would be written as a line ending in
+                // CRLF and read back one character shorter.
+                let help = help.trim_end_matches('\r');
                 if !is_valid_metric_name(name) {
                     return Err("HELP line with an invalid metric name");
                 }
@@ -546,6 +550,20 @@ h_bucket 1\n# TYPE hh histogram\nhh_bucket{x=\"1\"} 1\nfine 2\n";
         let e = parse(b"a{p=\"x\\\"}y\\\\z\"} 1\n");
         assert_eq!(e.errors.count, 0, "{:?}", e.errors);
         assert_eq!(e.label(&e.samples[0], "p"), Some("x\\\"}y\\\\z"));
+    }
+
+    /// Found by the property tests: a HELP text ending in CR (legal in a
+    /// CRLF body) was kept, rendered as a line ending in CRLF and read
+    /// back without it, so HELP changed on every pass.
+    #[test]
+    fn help_never_ends_in_a_carriage_return() {
+        let e = parse(b"# HELP a x\r\r\na 1\r\n# HELP b y \r\r\r\nb 2\n# HELP c \r\nc 3\n");
+        assert_eq!(e.errors.count, 0, "{:?}", e.errors);
+        assert_eq!(e.family("a").unwrap().help, Some("x"));
+        assert_eq!(e.family("b").unwrap().help, Some("y "));
+        assert_eq!(e.family("c").unwrap().help, Some(""));
+        let inner = parse(b"# HELP a x\ry\na 1\n");
+        assert_eq!(inner.family("a").unwrap().help, Some("x\ry"));
     }
 
     #[test]

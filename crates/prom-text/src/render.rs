@@ -5,11 +5,12 @@
 //! byte buffer plus a small per-family index, sorted by family name, which is
 //! all [`crate::merge`] needs: the raw body and the parse can be dropped.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::ops::Range;
 
 use crate::escape::{escape_help, escape_label_value};
-use crate::parse::Exposition;
+use crate::parse::{Exposition, Label, MAX_LABELS};
 use crate::{write_value, MetricType};
 
 /// What to do with a family of the source exposition.
@@ -38,6 +39,10 @@ pub struct Rendered {
     families: Vec<RenderedFamily>,
     /// Families dropped because a second family had the same final name.
     pub duplicate_families: u32,
+    /// Samples dropped because the appended labels would have taken them
+    /// over [`crate::MAX_LABELS`], which [`crate::parse`] (and so whoever
+    /// reads the output with the same rules) rejects.
+    pub too_many_labels: u32,
     open: Option<OpenFamily>,
 }
 
@@ -101,7 +106,7 @@ impl Rendered {
         extra: &[(&str, &str)],
         action: impl Fn(&str) -> FamilyAction,
     ) -> Rendered {
-        let escaped: Vec<(&str, std::borrow::Cow<'_, str>)> = extra
+        let escaped: Vec<(&str, Cow<'_, str>)> = extra
             .iter()
             .map(|(n, v)| (*n, escape_label_value(v)))
             .collect();
@@ -126,16 +131,27 @@ impl Rendered {
                 start..pos(&out.buf)
             });
             let lines_start = pos(&out.buf);
-            let samples = exp.samples_of(fam);
-            for s in samples {
+            let mut written = 0u32;
+            for s in exp.samples_of(fam) {
                 let special = match fam.kind {
                     MetricType::Histogram if s.name.ends_with("_bucket") => Some("le"),
                     MetricType::Summary if s.name == fam.name => Some("quantile"),
                     _ => None,
                 };
+                let labels = exp.labels_of(s);
+                let shadowed = labels
+                    .iter()
+                    .filter(|l| {
+                        Some(l.name) != special && shadowed_by_exported(labels, l, &escaped)
+                    })
+                    .count();
+                if labels.len() - shadowed + escaped.len() > MAX_LABELS {
+                    out.too_many_labels = out.too_many_labels.saturating_add(1);
+                    continue;
+                }
+                written += 1;
                 out.buf.extend_from_slice(prefix.as_bytes());
                 out.buf.extend_from_slice(s.name.as_bytes());
-                let labels = exp.labels_of(s);
                 if !labels.is_empty() || !escaped.is_empty() {
                     out.buf.push(b'{');
                     let mut first = true;
@@ -146,16 +162,10 @@ impl Rendered {
                         first = false;
                     };
                     for l in labels.iter().filter(|l| Some(l.name) != special) {
-                        let clashes = escaped.iter().any(|(n, _)| *n == l.name);
-                        // `exported_<name>` already on the sample: keeping
-                        // both would repeat a label name.
-                        if clashes
-                            && labels
-                                .iter()
-                                .any(|o| o.name.strip_prefix("exported_") == Some(l.name))
-                        {
+                        if shadowed_by_exported(labels, l, &escaped) {
                             continue;
                         }
+                        let clashes = escaped.iter().any(|(n, _)| *n == l.name);
                         sep(&mut out.buf);
                         if clashes {
                             out.buf.extend_from_slice(b"exported_");
@@ -186,12 +196,17 @@ impl Rendered {
                 }
                 out.buf.push(b'\n');
             }
+            if written == 0 {
+                // Every sample was dropped: no family without samples.
+                out.buf.truncate(name_start as usize);
+                continue;
+            }
             out.families.push(RenderedFamily {
                 name,
                 help,
                 kind: fam.kind,
                 lines: lines_start..pos(&out.buf),
-                samples: u32::try_from(samples.len()).unwrap_or(u32::MAX),
+                samples: written,
             });
         }
         out.sort_and_dedup();
@@ -207,6 +222,9 @@ impl Rendered {
         self.buf.extend_from_slice(name.as_bytes());
         let name = start..pos(&self.buf);
         let start = pos(&self.buf);
+        // As the parser reads it back: blanks after the name are the
+        // separator, and a trailing CR would pass for a CRLF line end.
+        let help = help.trim_start_matches([' ', '\t']).trim_end_matches('\r');
         self.buf.extend_from_slice(escape_help(help).as_bytes());
         let help = Some(start..pos(&self.buf));
         self.open = Some(OpenFamily {
@@ -273,6 +291,20 @@ impl Rendered {
         self.families.dedup_by(|b, a| key(a) == key(b));
         self.duplicate_families += u32::try_from(before - self.families.len()).unwrap_or(u32::MAX);
     }
+}
+
+/// A source label that clashes with an appended one is renamed
+/// `exported_<name>`; when the sample already has `exported_<name>`,
+/// keeping both would repeat a label name, so it is left out.
+fn shadowed_by_exported(
+    labels: &[Label<'_>],
+    l: &Label<'_>,
+    extra: &[(&str, Cow<'_, str>)],
+) -> bool {
+    extra.iter().any(|(n, _)| *n == l.name)
+        && labels
+            .iter()
+            .any(|o| o.name.strip_prefix("exported_") == Some(l.name))
 }
 
 fn write_label(buf: &mut Vec<u8>, name: &str, escaped_value: &str) {
@@ -342,6 +374,48 @@ kata_shim_process_open_fds{exported_sandbox_id=\"evil\",sandbox_id=\"a\\\"b\"} 3
         );
     }
 
+    /// Found by review and the property tests: a sample with 61 to 64
+    /// labels parses, but with the four identity labels appended it came
+    /// out with up to 68, and the output failed to parse ("too many labels
+    /// on one sample"). It is now dropped and counted instead.
+    #[test]
+    fn relabelling_never_exceeds_the_label_limit() {
+        let labels = |n: usize| -> String { (0..n).map(|i| format!("l{i}=\"v\",")).collect() };
+        let extra = [
+            ("sandbox_id", "S"),
+            ("cri_uid", ""),
+            ("cri_name", ""),
+            ("cri_namespace", ""),
+        ];
+        let body = format!(
+            "a{{{}}} 1\na{{{}}} 2\nb{{{}}} 3\nc{{{}sandbox_id=\"x\",exported_sandbox_id=\"y\"}} 4\n",
+            labels(60),
+            labels(61),
+            labels(64),
+            labels(59),
+        );
+        let e = parse(body.as_bytes());
+        assert_eq!(e.errors.count, 0, "{:?}", e.errors);
+        let r = Rendered::from_exposition(&e, &extra, |_| FamilyAction::Keep);
+        // a's first sample (64 labels) and c's (59 + exported_ + 4, the
+        // shadowed sandbox_id left out) fit; a's second and b's do not.
+        assert_eq!(r.too_many_labels, 2);
+        let names: Vec<&str> = r.families().iter().map(|f| r.name(f)).collect();
+        assert_eq!(
+            names,
+            ["a", "c"],
+            "a family left without samples is omitted"
+        );
+        assert_eq!(r.sample_count(), 2);
+        let mut out = Vec::new();
+        crate::merge(&[&r], &|_| true, &mut out);
+        let back = parse(&out);
+        assert_eq!(back.errors.count, 0, "{:?}", back.errors);
+        assert_eq!(back.samples.len(), 2);
+        assert_eq!(back.labels_of(&back.samples[0]).len(), MAX_LABELS);
+        assert_eq!(back.labels_of(&back.samples[1]).len(), MAX_LABELS);
+    }
+
     #[test]
     fn renamed_collision_keeps_first() {
         let e = parse(b"go_x 1\nkata_shim_go_x 2\n");
@@ -372,6 +446,26 @@ kata_shim_process_open_fds{exported_sandbox_id=\"evil\",sandbox_id=\"a\\\"b\"} 3
             text(&r),
             "#a_total Counter\na_total 12\n#b_up Gauge\nb_up{sandbox_id=\"x\\ny\"} 1\n"
         );
+    }
+
+    /// Found by the property tests: a builder HELP ending in CR came out
+    /// as a CRLF line end, one starting with blanks as more separator, so
+    /// readers saw another HELP than [`Rendered::help`] said.
+    #[test]
+    fn builder_help_is_what_readers_see() {
+        let mut r = Rendered::default();
+        r.begin_family("a", "text\r\r", MetricType::Gauge);
+        r.sample("", &[], 1.0);
+        r.begin_family("b", " \t {x", MetricType::Gauge);
+        r.sample("", &[], 1.0);
+        r.finish();
+        assert_eq!(r.help(&r.families()[0]), Some("text"));
+        assert_eq!(r.help(&r.families()[1]), Some("{x"));
+        let mut out = Vec::new();
+        crate::merge(&[&r], &|_| true, &mut out);
+        let back = parse(&out);
+        assert_eq!(back.family("a").unwrap().help, Some("text"));
+        assert_eq!(back.family("b").unwrap().help, Some("{x"));
     }
 
     #[test]
