@@ -232,6 +232,16 @@ impl Sims {
             .sandbox_id(id)
             .fault(fault)
             .pprof(true);
+        self.start_with(root, id, opts)
+    }
+
+    /// A shim with the given options in sandbox `id` under `root`.
+    pub fn start_with(
+        &self,
+        root: &Path,
+        id: &str,
+        opts: kata_sim::ShimOptions,
+    ) -> kata_sim::ShimHandle {
         self.rt
             .block_on(kata_sim::ShimServer::start(Roots::socket(root, id), opts))
             .expect("start simulated shim")
