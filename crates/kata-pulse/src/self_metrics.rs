@@ -12,10 +12,10 @@ use prom_text::{MetricType, Rendered};
 use crate::collect::{Collection, Collector};
 use crate::config::RuntimeKind;
 use crate::discovery::DiscoveryStats;
-use crate::exposition::IDENTITY_LABELS;
 use crate::labels::CriStats;
 use crate::process;
 use crate::registry::Registry;
+use crate::views::identity;
 
 /// kata-monitor's duration buckets, in milliseconds (1, 2, 4 … 512).
 const BUCKETS_MS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -176,14 +176,7 @@ fn per_sandbox(r: &mut Rendered, collection: &Collection) {
         r.begin_family(name, help, kind);
         for s in &collection.sandboxes {
             if let Some(v) = get(s) {
-                let (uid, pod, ns) = identity(s);
-                let labels = [
-                    (IDENTITY_LABELS[0], s.sandbox.id.as_str()),
-                    (IDENTITY_LABELS[1], uid),
-                    (IDENTITY_LABELS[2], pod),
-                    (IDENTITY_LABELS[3], ns),
-                ];
-                r.sample("", &labels, v);
+                r.sample("", &identity(&s.sandbox.id, s.meta.as_deref()), v);
             }
         }
     }
@@ -193,7 +186,7 @@ fn per_sandbox(r: &mut Rendered, collection: &Collection) {
         MetricType::Gauge,
     );
     for s in &collection.sandboxes {
-        let (uid, pod, ns) = identity(s);
+        let [id, uid, pod, ns] = identity(&s.sandbox.id, s.meta.as_deref());
         let handler = s
             .meta
             .as_ref()
@@ -203,10 +196,10 @@ fn per_sandbox(r: &mut Rendered, collection: &Collection) {
         r.sample(
             "",
             &[
-                (IDENTITY_LABELS[0], s.sandbox.id.as_str()),
-                (IDENTITY_LABELS[1], uid),
-                (IDENTITY_LABELS[2], pod),
-                (IDENTITY_LABELS[3], ns),
+                id,
+                uid,
+                pod,
+                ns,
                 ("runtime", s.sandbox.runtime.as_str()),
                 ("runtime_handler", handler),
                 ("cri_metadata", known),
@@ -214,13 +207,6 @@ fn per_sandbox(r: &mut Rendered, collection: &Collection) {
             1.0,
         );
     }
-}
-
-fn identity(s: &crate::collect::SandboxScrape) -> (&str, &str, &str) {
-    s.meta
-        .as_ref()
-        .map(|m| (m.uid.as_str(), m.name.as_str(), m.namespace.as_str()))
-        .unwrap_or(("", "", ""))
 }
 
 fn agent(r: &mut Rendered, src: &Sources<'_>) {

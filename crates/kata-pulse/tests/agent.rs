@@ -425,6 +425,13 @@ fn raw_and_cadvisor_families_switch_independently() {
     assert!(fams.contains_key("container_memory_working_set_bytes"));
     // Shim health is still reported.
     assert!(fams.contains_key("kata_pulse_shim_up"));
+    // /sandboxes counts the shim's samples, not the re-exported ones.
+    let json = no_raw
+        .get_with("/sandboxes", &[("Accept", "application/json")])
+        .text();
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let samples = list[0]["last_scrape"]["samples"].as_u64().unwrap();
+    assert!(samples > 100, "{json}");
     drop(no_raw);
 
     let no_cadvisor = start(&roots, &["--cadvisor-metrics=false"]);

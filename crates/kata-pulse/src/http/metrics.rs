@@ -13,9 +13,9 @@ use prom_text::Rendered;
 
 use super::negotiate::gzip_accepted;
 use super::{lookup_sandbox, text_response, App};
-use crate::cadvisor;
 use crate::collect::Collection;
 use crate::self_metrics::{self, Sources};
+use crate::views;
 
 pub async fn metrics(
     State(app): State<Arc<App>>,
@@ -54,19 +54,16 @@ pub async fn metrics(
     }
 }
 
-/// The whole aggregate response body: own metrics, cAdvisor view and every
-/// shim, merged; gzip-compressed when `gzip` (the flag says if it is).
+/// The whole aggregate response body: own metrics and every view's parts,
+/// merged; gzip-compressed when `gzip` (the flag says if it is).
 fn build(app: &App, collection: &Collection, prefixes: &[String], gzip: bool) -> (Vec<u8>, bool) {
     let keep =
         |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()));
-    let shims: Vec<&Rendered> = collection
-        .sandboxes
-        .iter()
-        .filter_map(|s| s.result.as_ref())
-        .filter_map(|r| r.outcome.as_ref().ok())
-        .map(|e| &e.rendered)
-        .collect();
-    let conflicts = prom_text::merge_stats(&shims, &keep);
+    let view_parts = views::render(app.collector.views(), collection);
+    let shown: Vec<&Rendered> = view_parts.iter().map(|p| &**p).collect();
+    // Only shim families can conflict: the views' own families use the
+    // agent's reserved prefixes, which shims cannot write.
+    let conflicts = prom_text::merge_stats(&shown, &keep);
     app.requests
         .type_conflicts
         .fetch_add(u64::from(conflicts.type_conflicts), Ordering::Relaxed);
@@ -84,14 +81,9 @@ fn build(app: &App, collection: &Collection, prefixes: &[String], gzip: bool) ->
         },
         collection,
     );
-    let cadvisor = app
-        .config
-        .cadvisor_metrics
-        .then(|| cadvisor_part(collection));
-    let mut parts = Vec::with_capacity(shims.len() + 2);
+    let mut parts = Vec::with_capacity(shown.len() + 1);
     parts.push(&own);
-    parts.extend(cadvisor.as_ref());
-    parts.extend(shims.iter().copied());
+    parts.extend(shown.iter().copied());
     let size: usize = parts.iter().map(|p| p.heap_bytes()).sum();
     let mut body = Vec::with_capacity(size);
     prom_text::merge(&parts, &keep, &mut body);
@@ -110,37 +102,6 @@ fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
     );
     enc.write_all(body).ok()?;
     enc.finish().ok()
-}
-
-/// The cAdvisor-compatible series of this collection.
-fn cadvisor_part(collection: &crate::collect::Collection) -> Rendered {
-    let pods: Vec<cadvisor::PodInput<'_>> = collection
-        .sandboxes
-        .iter()
-        .map(|s| {
-            let ok = s
-                .result
-                .as_ref()
-                .and_then(|r| r.outcome.as_ref().ok().map(|e| (r, e)));
-            cadvisor::PodInput {
-                sandbox_id: &s.sandbox.id,
-                namespace: s.meta.as_ref().map(|m| m.namespace.as_str()).unwrap_or(""),
-                pod: s.meta.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
-                guest: ok.and_then(|(_, e)| e.guest.as_ref()),
-                cpu_scale: ok.and_then(|(r, _)| r.cpu_scale),
-            }
-        })
-        .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    cadvisor::render(
-        &pods,
-        collection.containers.as_deref(),
-        now,
-        crate::process::clock_ticks(),
-    )
 }
 
 /// `filter_family=a,b`: prefixes to keep; empty elements are ignored (in

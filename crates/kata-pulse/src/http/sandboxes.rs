@@ -75,11 +75,7 @@ pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
                         ok: r.ok(),
                         at: unix(r.finished_at),
                         duration_seconds: r.duration().as_secs_f64(),
-                        samples: r
-                            .outcome
-                            .as_ref()
-                            .map(|e| e.rendered.sample_count())
-                            .unwrap_or(0),
+                        samples: r.outcome.as_ref().map(|e| e.samples).unwrap_or(0),
                         error: r.outcome.as_ref().err().map(|f| f.message.clone()),
                     }),
                 })
@@ -116,11 +112,7 @@ fn status_page(app: &App, list: &[Arc<crate::registry::Sandbox>]) -> String {
                     ok: r.ok(),
                     ago: r.finished.elapsed(),
                     duration: r.duration(),
-                    samples: r
-                        .outcome
-                        .as_ref()
-                        .map(|e| e.rendered.sample_count())
-                        .unwrap_or(0),
+                    samples: r.outcome.as_ref().map(|e| e.samples).unwrap_or(0),
                     error: r.outcome.as_ref().err().map(|f| f.message.clone()),
                 }),
             }

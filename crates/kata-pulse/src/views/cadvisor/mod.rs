@@ -1,5 +1,5 @@
-//! cAdvisor-compatible `container_*` series for Kata pods, and the host-side
-//! cost of each pod (`kata_pulse_pod_host_*`).
+//! The cAdvisor view: cAdvisor-compatible `container_*` series for Kata
+//! pods.
 //!
 //! Names, types, HELP texts, label names and units are those of the
 //! kubelet's `/metrics/cadvisor`, so kubernetes-mixin rules and dashboards
@@ -9,8 +9,7 @@
 //!   a Kata shim answers from the container's cgroup inside the guest, plus
 //!   `ListContainers` and `ContainerStatus`;
 //! - per pod (`container=""`, `image=""`): the guest-wide figures of the
-//!   kata agent (`kata_guest_*`), i.e. the whole VM;
-//! - host cost: the shim, hypervisor and virtiofsd process figures.
+//!   kata agent (`kata_guest_*`), i.e. the whole VM.
 //!
 //! The `id` label is `/kata/<sandbox id>` for the pod and
 //! `/kata/<sandbox id>/<container id>` for a container: the kubelet's own
@@ -19,7 +18,11 @@
 //! the same series.
 
 pub mod containers;
+mod cpu_unit;
 pub mod guest;
+mod view;
+
+pub use view::CadvisorView;
 
 use std::collections::HashMap;
 
@@ -172,12 +175,7 @@ fn pod_memory_usage(g: &GuestStats) -> Option<f64> {
 }
 
 /// Renders every cAdvisor family for the given pods and containers.
-pub fn render(
-    pods: &[PodInput<'_>],
-    snap: Option<&ContainerSnapshot>,
-    now_unix: f64,
-    clk_tck: f64,
-) -> Rendered {
+pub fn render(pods: &[PodInput<'_>], snap: Option<&ContainerSnapshot>, now_unix: f64) -> Rendered {
     let mut out = Rendered::default();
     let cx = Ctx::new(pods, snap);
     let mut w = Writer { out: &mut out };
@@ -186,7 +184,6 @@ pub fn render(
     spec(&mut w, &cx, now_unix);
     network(&mut w, &cx);
     disks(&mut w, &cx);
-    host(&mut w, &cx, clk_tck);
     out.finish();
     out
 }
@@ -550,36 +547,6 @@ fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
         MetricType::Counter,
         series,
     );
-}
-
-/// Host processes of each pod: what the node pays for running it as a VM.
-fn host(w: &mut Writer<'_>, cx: &Ctx<'_>, clk_tck: f64) {
-    type Get = fn(&guest::HostProcess, f64) -> Option<f64>;
-    let families: [(&str, &str, MetricType, Get); 4] = [
-        ("kata_pulse_pod_host_cpu_seconds_total", "CPU time (user + system) of the pod's host processes: the shim, the hypervisor (its vCPU threads included) and virtiofsd.", MetricType::Counter,
-            |h, tck| h.cpu_ticks.filter(|_| tck > 0.0).map(|t| t / tck)),
-        ("kata_pulse_pod_host_memory_rss_bytes", "Resident memory of the pod's host processes; the hypervisor's includes the guest memory it has touched.", MetricType::Gauge,
-            |h, _| h.rss_bytes),
-        ("kata_pulse_pod_host_threads", "Threads of the pod's host processes.", MetricType::Gauge, |h, _| h.threads),
-        ("kata_pulse_pod_host_open_fds", "Open file descriptors of the pod's host processes.", MetricType::Gauge, |h, _| h.fds),
-    ];
-    for (name, help, kind, get) in families {
-        let mut series = Vec::new();
-        for (_, p, g) in cx.guests() {
-            for h in &g.host {
-                if let Some(v) = get(h, clk_tck) {
-                    let labels: Labels<'_> = vec![
-                        ("component", h.component),
-                        ("namespace", p.namespace),
-                        ("pod", p.pod),
-                        ("sandbox_id", p.sandbox_id),
-                    ];
-                    series.push((labels, v));
-                }
-            }
-        }
-        w.family(name, help, kind, series);
-    }
 }
 
 #[cfg(test)]

@@ -51,18 +51,7 @@ pub struct Disk {
     pub sectors_written: Option<f64>,
 }
 
-/// A host process of the sandbox (shim, hypervisor, virtiofsd).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostProcess {
-    pub component: &'static str,
-    /// utime + stime, in host clock ticks.
-    pub cpu_ticks: Option<f64>,
-    pub rss_bytes: Option<f64>,
-    pub threads: Option<f64>,
-    pub fds: Option<f64>,
-}
-
-/// What one shim body says about its VM and its host processes.
+/// What one shim body says about its VM.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GuestStats {
     pub cpu: Option<CpuTimes>,
@@ -77,7 +66,6 @@ pub struct GuestStats {
     pub disks: Vec<Disk>,
     /// `kata_guest_tasks{item="max"}`: threads existing in the guest.
     pub threads: Option<f64>,
-    pub host: Vec<HostProcess>,
 }
 
 /// Interfaces and disks considered per guest; a VM has a handful, the cap
@@ -86,10 +74,6 @@ const MAX_DEVICES: usize = 256;
 
 /// Picks the figures out of a parsed shim body.
 pub fn extract(exp: &Exposition<'_>) -> GuestStats {
-    // The Go shim reports /proc/<pid>/status sizes in bytes, the Rust
-    // runtime-rs shim in kB; only the Go shim exports Go runtime metrics.
-    let go_shim = exp.families.iter().any(|f| f.name.starts_with("go_"));
-    let status_scale = if go_shim { 1.0 } else { 1024.0 };
     GuestStats {
         cpu: cpu_total(exp),
         per_cpu_clock: per_cpu_clock(exp),
@@ -97,10 +81,6 @@ pub fn extract(exp: &Exposition<'_>) -> GuestStats {
         net: netdevs(exp),
         disks: whole_disks(exp),
         threads: item(exp, "kata_guest_tasks", "max"),
-        host: ["shim", "hypervisor", "virtiofsd"]
-            .into_iter()
-            .filter_map(|c| host_process(exp, c, status_scale))
-            .collect(),
     }
 }
 
@@ -110,7 +90,7 @@ fn family<'e, 'a>(exp: &'e Exposition<'a>, name: &str) -> Option<&'e Family<'a>>
 
 /// Value of the sample of `family` whose only distinguishing label is
 /// `item`.
-fn item(exp: &Exposition<'_>, name: &str, want: &str) -> Option<f64> {
+pub(crate) fn item(exp: &Exposition<'_>, name: &str, want: &str) -> Option<f64> {
     let fam = family(exp, name)?;
     exp.samples_of(fam)
         .iter()
@@ -119,7 +99,7 @@ fn item(exp: &Exposition<'_>, name: &str, want: &str) -> Option<f64> {
         .filter(|v| v.is_finite())
 }
 
-fn plain(exp: &Exposition<'_>, name: &str) -> Option<f64> {
+pub(crate) fn plain(exp: &Exposition<'_>, name: &str) -> Option<f64> {
     let fam = family(exp, name)?;
     exp.samples_of(fam)
         .first()
@@ -301,37 +281,13 @@ pub fn is_whole_disk(name: &str, all: &[String]) -> bool {
     })
 }
 
-fn host_process(
-    exp: &Exposition<'_>,
-    component: &'static str,
-    status_scale: f64,
-) -> Option<HostProcess> {
-    let stat = format!("kata_{component}_proc_stat");
-    let cpu_ticks = match (item(exp, &stat, "utime"), item(exp, &stat, "stime")) {
-        (Some(u), Some(s)) => Some(u + s),
-        _ => None,
-    };
-    let p = HostProcess {
-        component,
-        cpu_ticks,
-        rss_bytes: item(exp, &format!("kata_{component}_proc_status"), "vmrss")
-            .map(|v| v * status_scale),
-        threads: plain(exp, &format!("kata_{component}_threads")),
-        fds: plain(exp, &format!("kata_{component}_fds")),
-    };
-    // The Go shim always exports hypervisor/virtiofsd threads and fds, as 0
-    // when there is no such process: that is not a process.
-    let exists = p.cpu_ticks.is_some() || p.rss_bytes.is_some() || p.threads.unwrap_or(0.0) > 0.0;
-    exists.then_some(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GO: &[u8] = include_bytes!("../../../../fixtures/shim-metrics-go-qemu.prom");
+    const GO: &[u8] = include_bytes!("../../../../../fixtures/shim-metrics-go-qemu.prom");
     const RS: &[u8] =
-        include_bytes!("../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
+        include_bytes!("../../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
 
     #[test]
     fn go_fixture_figures() {
@@ -360,25 +316,13 @@ mod tests {
         assert_eq!(disks, vec!["pmem0", "sda"]);
         assert_eq!(g.disks[0].sectors_read, Some(101_232.0));
         assert_eq!(g.threads, Some(87.0));
-        // Go shim: vmrss in bytes; shim, hypervisor and virtiofsd processes.
-        let comps: Vec<&str> = g.host.iter().map(|h| h.component).collect();
-        assert_eq!(comps, vec!["shim", "hypervisor", "virtiofsd"]);
-        let shim = &g.host[0];
-        assert_eq!(shim.cpu_ticks, Some(229.0 + 142.0));
-        assert_eq!(shim.rss_bytes, Some(43_646_976.0));
-        assert_eq!(g.host[1].cpu_ticks, Some(17381.0 + 9926.0));
     }
 
     #[test]
-    fn runtime_rs_fixture_uses_kilobytes() {
+    fn runtime_rs_fixture_figures() {
         let g = extract(&prom_text::parse(RS));
-        let shim = g.host.iter().find(|h| h.component == "shim").unwrap();
-        // kata_shim_proc_status{item="vmrss"} 316212 kB.
-        assert_eq!(shim.rss_bytes, Some(316_212.0 * 1024.0));
-        assert_eq!(shim.cpu_ticks, Some(13027.0 + 8114.0));
-        // Dragonball runs inside the shim: no separate hypervisor process.
-        assert!(g.host.iter().all(|h| h.component != "hypervisor"));
         assert!(g.cpu.is_some());
+        assert!(g.per_cpu_clock.is_some());
     }
 
     #[test]
