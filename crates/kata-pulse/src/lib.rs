@@ -10,6 +10,7 @@ pub mod config;
 pub mod cri;
 pub mod discovery;
 pub mod exposition;
+pub mod families;
 pub mod http;
 pub mod labels;
 pub mod logging;

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use prom_text::{Exposition, MetricType, Rendered};
+use prom_text::{Exposition, Rendered};
 use tokio::time::Instant;
 
 use super::cadvisor::guest::{item, plain};
 use super::{Digest, Input, Part, View};
 use crate::config::RuntimeKind;
 use crate::cri::PodMeta;
+use crate::families::{self as f, Desc};
 use crate::registry::Sandbox;
 
 /// A host process of the sandbox (shim, hypervisor, virtiofsd).
@@ -89,17 +90,17 @@ pub struct PodHost<'a> {
 /// second.
 pub fn render(pods: &[PodHost<'_>], clk_tck: f64) -> Rendered {
     type Get = fn(&HostProcess, f64) -> Option<f64>;
-    let families: [(&str, &str, MetricType, Get); 4] = [
-        ("kata_pulse_pod_host_cpu_seconds_total", "CPU time (user + system) of the pod's host processes: the shim, the hypervisor (its vCPU threads included) and virtiofsd.", MetricType::Counter,
-            |h, tck| h.cpu_ticks.filter(|_| tck > 0.0).map(|t| t / tck)),
-        ("kata_pulse_pod_host_memory_rss_bytes", "Resident memory of the pod's host processes; the hypervisor's includes the guest memory it has touched.", MetricType::Gauge,
-            |h, _| h.rss_bytes),
-        ("kata_pulse_pod_host_threads", "Threads of the pod's host processes.", MetricType::Gauge, |h, _| h.threads),
-        ("kata_pulse_pod_host_open_fds", "Open file descriptors of the pod's host processes.", MetricType::Gauge, |h, _| h.fds),
+    let families: [(&Desc, Get); 4] = [
+        (&f::KATA_PULSE_POD_HOST_CPU_SECONDS_TOTAL, |h, tck| {
+            h.cpu_ticks.filter(|_| tck > 0.0).map(|t| t / tck)
+        }),
+        (&f::KATA_PULSE_POD_HOST_MEMORY_RSS_BYTES, |h, _| h.rss_bytes),
+        (&f::KATA_PULSE_POD_HOST_THREADS, |h, _| h.threads),
+        (&f::KATA_PULSE_POD_HOST_OPEN_FDS, |h, _| h.fds),
     ];
     let mut out = Rendered::default();
-    for (name, help, kind, get) in families {
-        out.begin_family(name, help, kind);
+    for (desc, get) in families {
+        desc.begin(&mut out);
         for p in pods {
             for h in &p.processes.0 {
                 if let Some(v) = get(h, clk_tck).filter(|v| v.is_finite() && *v >= 0.0) {

@@ -26,9 +26,10 @@ pub use view::CadvisorView;
 
 use std::collections::HashMap;
 
-use prom_text::{MetricType, Rendered};
+use prom_text::Rendered;
 
 use crate::cri::ContainerInfo;
+use crate::families::{self as f, Desc};
 use containers::ContainerSnapshot;
 use guest::GuestStats;
 
@@ -52,14 +53,8 @@ struct Writer<'r> {
 }
 
 impl Writer<'_> {
-    fn family<'a>(
-        &mut self,
-        name: &str,
-        help: &str,
-        kind: MetricType,
-        series: impl IntoIterator<Item = (Labels<'a>, f64)>,
-    ) {
-        self.out.begin_family(name, help, kind);
+    fn family<'a>(&mut self, desc: &Desc, series: impl IntoIterator<Item = (Labels<'a>, f64)>) {
+        desc.begin(self.out);
         for (mut labels, value) in series {
             if !value.is_finite() || value < 0.0 {
                 continue;
@@ -193,9 +188,7 @@ pub fn render(pods: &[PodInput<'_>], snap: Option<&ContainerSnapshot>, now_unix:
 /// not CPU the pod used; guest/guest_nice are already inside user/nice.
 fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
     w.family(
-        "container_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed in seconds.",
-        MetricType::Counter,
+        &f::CONTAINER_CPU_USAGE_SECONDS_TOTAL,
         cx.guests()
             .filter_map(|(i, p, g)| {
                 let c = g.cpu.as_ref()?;
@@ -211,9 +204,7 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_cpu_user_seconds_total",
-        "Cumulative user cpu time consumed in seconds.",
-        MetricType::Counter,
+        &f::CONTAINER_CPU_USER_SECONDS_TOTAL,
         cx.guests()
             .filter_map(|(i, p, g)| {
                 g.cpu
@@ -223,9 +214,7 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_cpu_system_seconds_total",
-        "Cumulative system cpu time consumed in seconds.",
-        MetricType::Counter,
+        &f::CONTAINER_CPU_SYSTEM_SECONDS_TOTAL,
         cx.guests()
             .filter_map(|(i, p, g)| {
                 let c = g.cpu.as_ref()?;
@@ -241,9 +230,7 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
 /// Pod: the VM's memory as its /proc/meminfo shows it. Container: CRI.
 fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
     w.family(
-        "container_memory_usage_bytes",
-        "Current memory usage in bytes, including all memory regardless of when it was accessed",
-        MetricType::Gauge,
+        &f::CONTAINER_MEMORY_USAGE_BYTES,
         cx.guests()
             .filter_map(|(i, _, g)| pod_memory_usage(g).map(|v| (cx.pod_labels(i), v)))
             .chain(cx.containers.iter().filter_map(|c| {
@@ -254,9 +241,7 @@ fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_memory_working_set_bytes",
-        "Current working set in bytes.",
-        MetricType::Gauge,
+        &f::CONTAINER_MEMORY_WORKING_SET_BYTES,
         cx.guests()
             .filter_map(|(i, _, g)| {
                 Some((
@@ -272,9 +257,7 @@ fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_memory_rss",
-        "Size of RSS in bytes.",
-        MetricType::Gauge,
+        &f::CONTAINER_MEMORY_RSS,
         cx.guests()
             .filter_map(|(i, _, g)| g.mem.anon_pages.map(|v| (cx.pod_labels(i), v)))
             .chain(
@@ -285,9 +268,7 @@ fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_memory_cache",
-        "Number of bytes of page cache memory.",
-        MetricType::Gauge,
+        &f::CONTAINER_MEMORY_CACHE,
         cx.guests()
             .filter_map(|(i, _, g)| {
                 Some((
@@ -305,9 +286,7 @@ fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_memory_swap",
-        "Container swap usage in bytes.",
-        MetricType::Gauge,
+        &f::CONTAINER_MEMORY_SWAP,
         cx.guests()
             .filter_map(|(i, _, g)| {
                 Some((
@@ -326,9 +305,7 @@ fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_memory_mapped_file",
-        "Size of memory mapped files in bytes.",
-        MetricType::Gauge,
+        &f::CONTAINER_MEMORY_MAPPED_FILE,
         cx.guests()
             .filter_map(|(i, _, g)| g.mem.mapped.map(|v| (cx.pod_labels(i), v)))
             .collect::<Vec<_>>(),
@@ -343,46 +320,28 @@ fn spec(w: &mut Writer<'_>, cx: &Ctx<'_>, now_unix: f64) {
             .filter_map(|c| cx.spec(c).map(|s| (c, s)))
     };
     w.family(
-        "container_spec_memory_limit_bytes",
-        "Memory limit for the container.",
-        MetricType::Gauge,
+        &f::CONTAINER_SPEC_MEMORY_LIMIT_BYTES,
         specs()
             .filter(|(_, s)| s.has_resources)
             .map(|(c, s)| (cx.ctr_labels(c), s.memory_limit.unwrap_or(0) as f64))
             .collect::<Vec<_>>(),
     );
     type Get = fn(&crate::cri::ContainerSpec) -> Option<i64>;
-    let cpu: [(&str, &str, Get); 3] = [
-        (
-            "container_spec_cpu_quota",
-            "CPU quota of the container.",
-            |s| s.cpu_quota,
-        ),
-        (
-            "container_spec_cpu_period",
-            "CPU period of the container.",
-            |s| s.cpu_period,
-        ),
-        (
-            "container_spec_cpu_shares",
-            "CPU share of the container.",
-            |s| s.cpu_shares,
-        ),
+    let cpu: [(&Desc, Get); 3] = [
+        (&f::CONTAINER_SPEC_CPU_QUOTA, |s| s.cpu_quota),
+        (&f::CONTAINER_SPEC_CPU_PERIOD, |s| s.cpu_period),
+        (&f::CONTAINER_SPEC_CPU_SHARES, |s| s.cpu_shares),
     ];
-    for (name, help, get) in cpu {
+    for (desc, get) in cpu {
         w.family(
-            name,
-            help,
-            MetricType::Gauge,
+            desc,
             specs()
                 .filter_map(|(c, s)| get(s).map(|v| (cx.ctr_labels(c), v as f64)))
                 .collect::<Vec<_>>(),
         );
     }
     w.family(
-        "container_start_time_seconds",
-        "Start time of the container since unix epoch in seconds.",
-        MetricType::Gauge,
+        &f::CONTAINER_START_TIME_SECONDS,
         cx.containers
             .iter()
             .filter_map(|c| {
@@ -393,9 +352,7 @@ fn spec(w: &mut Writer<'_>, cx: &Ctx<'_>, now_unix: f64) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_last_seen",
-        "Last time a container was seen by the exporter",
-        MetricType::Gauge,
+        &f::CONTAINER_LAST_SEEN,
         cx.guests()
             .map(|(i, _, _)| (cx.pod_labels(i), now_unix.trunc()))
             .chain(
@@ -406,9 +363,7 @@ fn spec(w: &mut Writer<'_>, cx: &Ctx<'_>, now_unix: f64) {
             .collect::<Vec<_>>(),
     );
     w.family(
-        "container_threads",
-        "Number of threads running inside the container",
-        MetricType::Gauge,
+        &f::CONTAINER_THREADS,
         cx.guests()
             .filter_map(|(i, _, g)| g.threads.map(|v| (cx.pod_labels(i), v)))
             .collect::<Vec<_>>(),
@@ -417,49 +372,25 @@ fn spec(w: &mut Writer<'_>, cx: &Ctx<'_>, now_unix: f64) {
 
 fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
     type Get = fn(&guest::NetDev) -> Option<f64>;
-    let families: [(&str, &str, Get); 8] = [
-        (
-            "container_network_receive_bytes_total",
-            "Cumulative count of bytes received",
-            |n| n.recv_bytes,
-        ),
-        (
-            "container_network_receive_packets_total",
-            "Cumulative count of packets received",
-            |n| n.recv_packets,
-        ),
-        (
-            "container_network_receive_errors_total",
-            "Cumulative count of errors encountered while receiving",
-            |n| n.recv_errs,
-        ),
-        (
-            "container_network_receive_packets_dropped_total",
-            "Cumulative count of packets dropped while receiving",
-            |n| n.recv_drop,
-        ),
-        (
-            "container_network_transmit_bytes_total",
-            "Cumulative count of bytes transmitted",
-            |n| n.sent_bytes,
-        ),
-        (
-            "container_network_transmit_packets_total",
-            "Cumulative count of packets transmitted",
-            |n| n.sent_packets,
-        ),
-        (
-            "container_network_transmit_errors_total",
-            "Cumulative count of errors encountered while transmitting",
-            |n| n.sent_errs,
-        ),
-        (
-            "container_network_transmit_packets_dropped_total",
-            "Cumulative count of packets dropped while transmitting",
-            |n| n.sent_drop,
-        ),
+    let families: [(&Desc, Get); 8] = [
+        (&f::CONTAINER_NETWORK_RECEIVE_BYTES_TOTAL, |n| n.recv_bytes),
+        (&f::CONTAINER_NETWORK_RECEIVE_PACKETS_TOTAL, |n| {
+            n.recv_packets
+        }),
+        (&f::CONTAINER_NETWORK_RECEIVE_ERRORS_TOTAL, |n| n.recv_errs),
+        (&f::CONTAINER_NETWORK_RECEIVE_PACKETS_DROPPED_TOTAL, |n| {
+            n.recv_drop
+        }),
+        (&f::CONTAINER_NETWORK_TRANSMIT_BYTES_TOTAL, |n| n.sent_bytes),
+        (&f::CONTAINER_NETWORK_TRANSMIT_PACKETS_TOTAL, |n| {
+            n.sent_packets
+        }),
+        (&f::CONTAINER_NETWORK_TRANSMIT_ERRORS_TOTAL, |n| n.sent_errs),
+        (&f::CONTAINER_NETWORK_TRANSMIT_PACKETS_DROPPED_TOTAL, |n| {
+            n.sent_drop
+        }),
     ];
-    for (name, help, get) in families {
+    for (desc, get) in families {
         let series: Vec<_> = cx
             .guests()
             .flat_map(|(i, _, g)| {
@@ -473,7 +404,7 @@ fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
                 })
             })
             .collect();
-        w.family(name, help, MetricType::Counter, series);
+        w.family(desc, series);
     }
 }
 
@@ -495,29 +426,17 @@ fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
         })
         .collect();
     type Get = fn(&guest::Disk) -> Option<f64>;
-    let families: [(&str, &str, Get); 4] = [
-        (
-            "container_fs_reads_bytes_total",
-            "Cumulative count of bytes read",
-            |d| d.sectors_read.map(|s| s * 512.0),
-        ),
-        (
-            "container_fs_writes_bytes_total",
-            "Cumulative count of bytes written",
-            |d| d.sectors_written.map(|s| s * 512.0),
-        ),
-        (
-            "container_fs_reads_total",
-            "Cumulative count of reads completed",
-            |d| d.reads,
-        ),
-        (
-            "container_fs_writes_total",
-            "Cumulative count of writes completed",
-            |d| d.writes,
-        ),
+    let families: [(&Desc, Get); 4] = [
+        (&f::CONTAINER_FS_READS_BYTES_TOTAL, |d| {
+            d.sectors_read.map(|s| s * 512.0)
+        }),
+        (&f::CONTAINER_FS_WRITES_BYTES_TOTAL, |d| {
+            d.sectors_written.map(|s| s * 512.0)
+        }),
+        (&f::CONTAINER_FS_READS_TOTAL, |d| d.reads),
+        (&f::CONTAINER_FS_WRITES_TOTAL, |d| d.writes),
     ];
-    for (name, help, get) in families {
+    for (desc, get) in families {
         let mut series = Vec::new();
         for (i, _, g) in cx.guests() {
             for (d, dev) in g.disks.iter().zip(&devices[i]) {
@@ -526,7 +445,7 @@ fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
                 }
             }
         }
-        w.family(name, help, MetricType::Counter, series);
+        w.family(desc, series);
     }
     let mut series = Vec::new();
     for (i, _, g) in cx.guests() {
@@ -541,12 +460,7 @@ fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             }
         }
     }
-    w.family(
-        "container_blkio_device_usage_total",
-        "Blkio Device bytes usage",
-        MetricType::Counter,
-        series,
-    );
+    w.family(&f::CONTAINER_BLKIO_DEVICE_USAGE_TOTAL, series);
 }
 
 #[cfg(test)]
