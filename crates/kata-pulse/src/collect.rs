@@ -98,12 +98,22 @@ pub struct SandboxScrape {
     pub result: Option<Arc<ScrapeResult>>,
 }
 
+impl SandboxScrape {
+    /// The pod's namespace and name, empty while CRI has not described it.
+    pub fn pod(&self) -> (&str, &str) {
+        self.meta
+            .as_deref()
+            .map(|m| (m.namespace.as_str(), m.name.as_str()))
+            .unwrap_or(("", ""))
+    }
+}
+
 /// Agent-wide collection counters.
 #[derive(Debug, Default)]
 pub struct CollectorStats {
-    pub shim_scrapes: AtomicU64,
     pub shim_failures: AtomicU64,
     pub dropped_families: AtomicU64,
+    pub colliding_families: AtomicU64,
 }
 
 pub struct Collector {
@@ -238,7 +248,6 @@ impl Collector {
         let _permit = self.permits.acquire().await.ok();
         let started = Instant::now();
         slot.attempts.fetch_add(1, Ordering::Relaxed);
-        self.stats.shim_scrapes.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.client.get(&sb.socket, "/metrics").await {
             Ok(resp) => {
                 // Parsing and rendering are CPU work proportional to what
@@ -306,6 +315,9 @@ impl Collector {
         self.stats
             .dropped_families
             .fetch_add(u64::from(exp.dropped_families), Ordering::Relaxed);
+        self.stats
+            .colliding_families
+            .fetch_add(u64::from(exp.colliding_families), Ordering::Relaxed);
         if exp.parse_errors > 0 && slot.log_limit.allow() {
             tracing::warn!(sandbox_id = %id, skipped_lines = exp.parse_errors,
                 first = %exp.first_errors.iter().map(|(line, why)| format!("line {line}: {why}")).collect::<Vec<_>>().join("; "),
@@ -363,7 +375,7 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuntimeKind;
+    use crate::registry::RuntimeKind;
     use crate::registry::SHIM_SOCKET;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -22,6 +22,8 @@ pub struct ShimExposition {
     pub first_errors: Vec<(u32, &'static str)>,
     /// Families refused because they use the agent's own prefixes.
     pub dropped_families: u32,
+    /// Families a view dropped because their name collided with another's.
+    pub colliding_families: u32,
     /// More than [`MAX_SHIM_SAMPLES`] samples: no view saw the body.
     pub over_limit: bool,
 }
@@ -77,8 +79,10 @@ pub fn digest(
             .map(|v| v.digest(sandbox, meta, &parsed, at))
             .collect()
     };
+    let colliding = digests.iter().map(|d| d.dropped_families()).sum();
     ShimExposition {
         samples: parsed.samples.len() as u64,
+        colliding_families: colliding,
         digests,
         parse_errors: parsed.errors.count,
         first_errors: parsed.errors.first.clone(),
@@ -90,7 +94,7 @@ pub fn digest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuntimeKind;
+    use crate::registry::RuntimeKind;
     use crate::views::raw::RawView;
     use prom_text::Rendered;
 
@@ -116,6 +120,13 @@ mod tests {
         let e = digest_raw(body.as_bytes());
         assert!(e.over_limit);
         assert!(e.digests.is_empty());
+    }
+
+    #[test]
+    fn names_colliding_after_renaming_are_counted() {
+        let e = digest_raw(b"go_x 1\nkata_shim_go_x 2\n");
+        assert_eq!(e.colliding_families, 1);
+        assert_eq!(rendered(&e).families().len(), 1);
     }
 
     #[test]

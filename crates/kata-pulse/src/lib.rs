@@ -29,6 +29,12 @@ pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Milliseconds since the Unix epoch now.
+pub fn unix_ms() -> u64 {
+    let ms = unix_seconds(std::time::SystemTime::now()) * 1000.0;
+    ms as u64
+}
+
 /// Seconds since the Unix epoch now.
 pub fn unix_now() -> f64 {
     unix_seconds(std::time::SystemTime::now())

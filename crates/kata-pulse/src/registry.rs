@@ -12,8 +12,34 @@ use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
-use crate::config::RuntimeKind;
 use crate::cri::PodMeta;
+
+/// Which runtime lays sandboxes out under a root (reported, not needed to scrape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuntimeKind {
+    /// The Go runtime (`containerd-shim-kata-v2`), `/run/vc/sbs/<id>`.
+    Go,
+    /// runtime-rs, `/run/kata/<id>`.
+    RuntimeRs,
+    Unknown,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Go => "go",
+            RuntimeKind::RuntimeRs => "runtime-rs",
+            RuntimeKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// A folder to watch for sandboxes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxRoot {
+    pub path: PathBuf,
+    pub runtime: RuntimeKind,
+}
 
 /// Name of the shim's monitor socket inside a sandbox folder.
 pub const SHIM_SOCKET: &str = "shim-monitor.sock";
@@ -94,14 +120,6 @@ impl Registry {
     /// All sandboxes, sorted by id (the order of every output).
     pub fn list(&self) -> Vec<Arc<Sandbox>> {
         read(&self.sandboxes).values().cloned().collect()
-    }
-
-    pub fn len(&self) -> usize {
-        read(&self.sandboxes).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Sandbox>> {
@@ -210,7 +228,7 @@ mod tests {
         assert!(r.remove_from_root("111", Path::new("/r")).is_some());
         assert!(r.remove_from_root("111", Path::new("/r")).is_none());
         assert!(r.meta("111").is_none());
-        assert_eq!(r.len(), 1);
+        assert_eq!(r.list().len(), 1);
     }
 
     #[test]

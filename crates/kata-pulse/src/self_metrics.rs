@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prom_text::Rendered;
 
 use crate::collect::{Collection, Collector, SandboxScrape};
-use crate::config::RuntimeKind;
+use crate::cri::CriStats;
 use crate::discovery::DiscoveryStats;
 use crate::families::{self as f, Desc};
-use crate::labels::CriStats;
 use crate::process;
 use crate::registry::Registry;
+use crate::registry::RuntimeKind;
 use crate::views::identity;
 
 /// kata-monitor's duration buckets, in milliseconds (1, 2, 4 … 512).
@@ -234,6 +234,8 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     r.sample("", &[], load(&req.conflict_samples));
     f::KATA_PULSE_SHIM_RESERVED_FAMILIES_TOTAL.begin(r);
     r.sample("", &[], load(&src.collector.stats.dropped_families));
+    f::KATA_PULSE_SHIM_COLLIDING_FAMILIES_TOTAL.begin(r);
+    r.sample("", &[], load(&src.collector.stats.colliding_families));
     f::KATA_PULSE_SCRAPE_CACHE_BYTES.begin(r);
     r.sample("", &[], src.collector.cached_bytes() as f64);
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::ops::Range;
 
 use crate::escape::{escape_help, escape_label_value};
-use crate::parse::Exposition;
+use crate::parse::{Exposition, Label};
 use crate::{write_value, MetricType};
 
 /// What to do with a family of the source exposition.
@@ -135,45 +135,7 @@ impl Rendered {
                 };
                 out.buf.extend_from_slice(prefix.as_bytes());
                 out.buf.extend_from_slice(s.name.as_bytes());
-                let labels = exp.labels_of(s);
-                if !labels.is_empty() || !escaped.is_empty() {
-                    out.buf.push(b'{');
-                    let mut first = true;
-                    let mut sep = |buf: &mut Vec<u8>| {
-                        if !first {
-                            buf.push(b',');
-                        }
-                        first = false;
-                    };
-                    for l in labels.iter().filter(|l| Some(l.name) != special) {
-                        let clashes = escaped.iter().any(|(n, _)| *n == l.name);
-                        // `exported_<name>` already on the sample: keeping
-                        // both would repeat a label name.
-                        if clashes
-                            && labels
-                                .iter()
-                                .any(|o| o.name.strip_prefix("exported_") == Some(l.name))
-                        {
-                            continue;
-                        }
-                        sep(&mut out.buf);
-                        if clashes {
-                            out.buf.extend_from_slice(b"exported_");
-                        }
-                        write_label(&mut out.buf, l.name, l.value);
-                    }
-                    for (n, v) in &escaped {
-                        sep(&mut out.buf);
-                        write_label(&mut out.buf, n, v);
-                    }
-                    if let Some(sp) = special {
-                        if let Some(l) = labels.iter().find(|l| l.name == sp) {
-                            sep(&mut out.buf);
-                            write_label(&mut out.buf, l.name, l.value);
-                        }
-                    }
-                    out.buf.push(b'}');
-                }
+                write_labels(&mut out.buf, exp.labels_of(s), &escaped, special);
                 out.buf.push(b' ');
                 if s.value.is_finite() {
                     out.buf.extend_from_slice(s.value_text.as_bytes());
@@ -273,6 +235,56 @@ impl Rendered {
         self.families.dedup_by(|b, a| key(a) == key(b));
         self.duplicate_families += u32::try_from(before - self.families.len()).unwrap_or(u32::MAX);
     }
+}
+
+/// Writes a relabelled sample's label set: its own labels (`exported_`
+/// where they clash with an `extra` one), the `extra` ones, then the
+/// `special` one (`le`, `quantile`) last.
+fn write_labels(
+    buf: &mut Vec<u8>,
+    labels: &[Label<'_>],
+    extra: &[(&str, std::borrow::Cow<'_, str>)],
+    special: Option<&str>,
+) {
+    if labels.is_empty() && extra.is_empty() {
+        return;
+    }
+    buf.push(b'{');
+    let mut first = true;
+    let mut sep = |buf: &mut Vec<u8>| {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+    };
+    for l in labels.iter().filter(|l| Some(l.name) != special) {
+        let clashes = extra.iter().any(|(n, _)| *n == l.name);
+        // `exported_<name>` already on the sample: keeping both would
+        // repeat a label name.
+        if clashes
+            && labels
+                .iter()
+                .any(|o| o.name.strip_prefix("exported_") == Some(l.name))
+        {
+            continue;
+        }
+        sep(buf);
+        if clashes {
+            buf.extend_from_slice(b"exported_");
+        }
+        write_label(buf, l.name, l.value);
+    }
+    for (n, v) in extra {
+        sep(buf);
+        write_label(buf, n, v);
+    }
+    if let Some(sp) = special {
+        if let Some(l) = labels.iter().find(|l| l.name == sp) {
+            sep(buf);
+            write_label(buf, l.name, l.value);
+        }
+    }
+    buf.push(b'}');
 }
 
 fn write_label(buf: &mut Vec<u8>, name: &str, escaped_value: &str) {

@@ -202,6 +202,11 @@ pub const KATA_PULSE_TYPE_CONFLICT_SAMPLES_TOTAL: Desc = counter(
     &[],
 );
 pub const KATA_PULSE_SHIM_RESERVED_FAMILIES_TOTAL: Desc = counter("kata_pulse_shim_reserved_families_total", "Shim families refused because they used the agent's own kata_monitor_, kata_pulse_ or container_ prefixes.", &[]);
+pub const KATA_PULSE_SHIM_COLLIDING_FAMILIES_TOTAL: Desc = counter(
+    "kata_pulse_shim_colliding_families_total",
+    "Shim families dropped because another family of the same shim had the same name after kata-monitor's renaming (go_x beside kata_shim_go_x).",
+    &[],
+);
 pub const KATA_PULSE_SCRAPE_CACHE_BYTES: Desc = gauge(
     "kata_pulse_scrape_cache_bytes",
     "Memory held by cached, relabelled shim metrics.",
@@ -514,6 +519,7 @@ pub const ALL: &[&Desc] = &[
     &KATA_PULSE_TYPE_CONFLICTS_TOTAL,
     &KATA_PULSE_TYPE_CONFLICT_SAMPLES_TOTAL,
     &KATA_PULSE_SHIM_RESERVED_FAMILIES_TOTAL,
+    &KATA_PULSE_SHIM_COLLIDING_FAMILIES_TOTAL,
     &KATA_PULSE_SCRAPE_CACHE_BYTES,
     &CONTAINER_CPU_USAGE_SECONDS_TOTAL,
     &CONTAINER_CPU_USER_SECONDS_TOTAL,

@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 
 use crate::collect::Collector;
 use crate::config::Config;
+use crate::cri::CriStats;
 use crate::discovery::DiscoveryStats;
-use crate::labels::CriStats;
 use crate::registry::Registry;
 use crate::sandbox_id;
 use crate::self_metrics::RequestStats;
@@ -137,7 +137,7 @@ async fn not_found() -> Response {
 async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
     let limit = app.config.cri_unhealthy_after;
     if !limit.is_zero() {
-        if let Some(down) = app.cri.down_for(crate::labels::unix_ms()) {
+        if let Some(down) = app.cri.down_for(crate::unix_ms()) {
             if down >= limit {
                 return text_response(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -37,12 +37,6 @@ struct ScrapeJson {
     error: Option<String>,
 }
 
-fn unix(t: std::time::SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let list = app.registry.list();
     match repr(&headers, true) {
@@ -70,10 +64,10 @@ pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
                     runtime: s.runtime.as_str(),
                     runtime_handler: m.as_ref().map(|m| m.runtime_handler.as_str()).unwrap_or(""),
                     cri_metadata: m.is_some(),
-                    discovered_at: unix(s.discovered_at),
+                    discovered_at: crate::unix_seconds(s.discovered_at),
                     last_scrape: r.as_ref().map(|r| ScrapeJson {
                         ok: r.ok(),
-                        at: unix(r.finished_at),
+                        at: crate::unix_seconds(r.finished_at),
                         duration_seconds: r.duration().as_secs_f64(),
                         samples: r.outcome.as_ref().map(|e| e.samples).unwrap_or(0),
                         error: r.outcome.as_ref().err().map(|f| f.message.clone()),

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::cadvisor::guest::{item, plain};
 use super::{Digest, Input, Part, View};
-use crate::config::RuntimeKind;
 use crate::cri::PodMeta;
 use crate::families::{self as f, Desc};
+use crate::registry::RuntimeKind;
 use crate::registry::Sandbox;
 
 /// A host process of the sandbox (shim, hypervisor, virtiofsd).
@@ -149,8 +149,8 @@ impl View for HostView {
                 let processes = input.digest::<HostProcesses>(s)?;
                 Some(PodHost {
                     sandbox_id: &s.sandbox.id,
-                    namespace: s.meta.as_ref().map(|m| m.namespace.as_str()).unwrap_or(""),
-                    pod: s.meta.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
+                    namespace: s.pod().0,
+                    pod: s.pod().1,
                     processes,
                 })
             })

@@ -27,14 +27,18 @@ use tokio::time::Instant;
 
 use crate::collect::{Collection, SandboxScrape};
 use crate::config::Config;
+use crate::cri::CriStats;
 use crate::cri::{CriClient, PodMeta};
-use crate::labels::CriStats;
 use crate::registry::Sandbox;
 
 /// What a view keeps of one shim body.
 pub trait Digest: Any + Send + Sync {
     /// Heap held, for `kata_pulse_scrape_cache_bytes`.
     fn heap_bytes(&self) -> usize {
+        0
+    }
+    /// Families of the body this view had to drop (a name collision).
+    fn dropped_families(&self) -> u32 {
         0
     }
     fn as_any(&self) -> &dyn Any;

@@ -38,6 +38,12 @@ impl Digest for Rendered {
         Rendered::heap_bytes(self)
     }
 
+    /// Families that had the same name as another after renaming (`go_x`
+    /// beside `kata_shim_go_x`): the one first in the body is kept.
+    fn dropped_families(&self) -> u32 {
+        self.duplicate_families
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

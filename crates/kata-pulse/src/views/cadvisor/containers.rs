@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::cri::CriStats;
 use crate::cri::{ContainerInfo, ContainerSpec, ContainerUsage, CriClient};
-use crate::labels::CriStats;
 use crate::logging::RateLimit;
 
 /// How long a container's spec (limits, start time) is reused.
@@ -29,7 +29,6 @@ pub struct ContainerSnapshot {
     pub containers: Vec<ContainerInfo>,
     pub usage: HashMap<String, ContainerUsage>,
     pub specs: HashMap<String, ContainerSpec>,
-    pub error: Option<String>,
 }
 
 pub struct ContainerSource {
@@ -89,7 +88,6 @@ impl ContainerSource {
                     containers,
                     usage,
                     specs,
-                    error: None,
                 }
             }
             (Err(e), _) | (_, Err(e)) => {
@@ -98,7 +96,6 @@ impl ContainerSource {
                 }
                 ContainerSnapshot {
                     taken: Some(started),
-                    error: Some(e.to_string()),
                     ..ContainerSnapshot::default()
                 }
             }

@@ -160,7 +160,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn with<'a>(mut l: Labels<'a>, extra: &[(&'static str, &'static str)]) -> Labels<'a> {
+fn with<'a>(mut l: Labels<'a>, extra: &[(&'static str, &'a str)]) -> Labels<'a> {
     l.extend_from_slice(extra);
     l
 }
@@ -227,88 +227,75 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
     );
 }
 
+/// Writes a family with a series per pod whose scrape succeeded (`pod`,
+/// from the guest's figures) and per container (`ctr`, from CRI).
+fn pods_and_containers<'a>(
+    w: &mut Writer<'_>,
+    cx: &'a Ctx<'a>,
+    desc: &Desc,
+    pod: impl Fn(&GuestStats) -> Option<f64>,
+    ctr: impl Fn(&Ctr<'a>) -> Option<f64>,
+) {
+    let pods = cx
+        .guests()
+        .filter_map(|(i, _, g)| pod(g).map(|v| (cx.pod_labels(i), v)));
+    let ctrs = cx
+        .containers
+        .iter()
+        .filter_map(|c| ctr(c).map(|v| (cx.ctr_labels(c), v)));
+    w.family(desc, pods.chain(ctrs).collect::<Vec<_>>());
+}
+
 /// Pod: the VM's memory as its /proc/meminfo shows it. Container: CRI.
 fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
-    w.family(
+    let used = |c: &Ctr<'_>| Some(cx.usage(c)?.memory_usage? as f64);
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_MEMORY_USAGE_BYTES,
-        cx.guests()
-            .filter_map(|(i, _, g)| pod_memory_usage(g).map(|v| (cx.pod_labels(i), v)))
-            .chain(cx.containers.iter().filter_map(|c| {
-                cx.usage(c)?
-                    .memory_usage
-                    .map(|v| (cx.ctr_labels(c), v as f64))
-            }))
-            .collect::<Vec<_>>(),
+        pod_memory_usage,
+        used,
     );
-    w.family(
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_MEMORY_WORKING_SET_BYTES,
-        cx.guests()
-            .filter_map(|(i, _, g)| {
-                Some((
-                    cx.pod_labels(i),
-                    (pod_memory_usage(g)? - g.mem.inactive_file?).max(0.0),
-                ))
-            })
-            .chain(cx.containers.iter().filter_map(|c| {
-                cx.usage(c)?
-                    .working_set
-                    .map(|v| (cx.ctr_labels(c), v as f64))
-            }))
-            .collect::<Vec<_>>(),
+        |g| Some((pod_memory_usage(g)? - g.mem.inactive_file?).max(0.0)),
+        |c| Some(cx.usage(c)?.working_set? as f64),
     );
-    w.family(
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_MEMORY_RSS,
-        cx.guests()
-            .filter_map(|(i, _, g)| g.mem.anon_pages.map(|v| (cx.pod_labels(i), v)))
-            .chain(
-                cx.containers
-                    .iter()
-                    .filter_map(|c| cx.valid_rss(c).map(|v| (cx.ctr_labels(c), v))),
-            )
-            .collect::<Vec<_>>(),
+        |g| g.mem.anon_pages,
+        |c| cx.valid_rss(c),
     );
-    w.family(
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_MEMORY_CACHE,
-        cx.guests()
-            .filter_map(|(i, _, g)| {
-                Some((
-                    cx.pod_labels(i),
-                    g.mem.cached? + g.mem.buffers.unwrap_or(0.0),
-                ))
-            })
-            .chain(cx.containers.iter().filter_map(|c| {
-                // CRI has no cache figure; in the guest's cgroup v1
-                // hierarchy usage = rss + cache.
-                let rss = cx.valid_rss(c)?;
-                let used = cx.usage(c)?.memory_usage? as f64;
-                Some((cx.ctr_labels(c), (used - rss).max(0.0)))
-            }))
-            .collect::<Vec<_>>(),
+        |g| Some(g.mem.cached? + g.mem.buffers.unwrap_or(0.0)),
+        // CRI has no cache figure; in the guest's cgroup v1 hierarchy
+        // usage = rss + cache.
+        |c| Some((used(c)? - cx.valid_rss(c)?).max(0.0)),
     );
-    w.family(
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_MEMORY_SWAP,
-        cx.guests()
-            .filter_map(|(i, _, g)| {
-                Some((
-                    cx.pod_labels(i),
-                    (g.mem.swap_total? - g.mem.swap_free?).max(0.0),
-                ))
-            })
-            .chain(cx.containers.iter().filter_map(|c| {
-                if let Some(v) = cx.usage(c).and_then(|u| u.swap) {
-                    return Some((cx.ctr_labels(c), v as f64));
-                }
-                // A VM without swap cannot swap out any container's memory.
-                let g = cx.pods[c.pod].guest?;
-                (g.mem.swap_total? == 0.0).then(|| (cx.ctr_labels(c), 0.0))
-            }))
-            .collect::<Vec<_>>(),
+        |g| Some((g.mem.swap_total? - g.mem.swap_free?).max(0.0)),
+        |c| match cx.usage(c).and_then(|u| u.swap) {
+            Some(v) => Some(v as f64),
+            // A VM without swap cannot swap out any container's memory.
+            None => (cx.pods[c.pod].guest?.mem.swap_total? == 0.0).then_some(0.0),
+        },
     );
-    w.family(
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_MEMORY_MAPPED_FILE,
-        cx.guests()
-            .filter_map(|(i, _, g)| g.mem.mapped.map(|v| (cx.pod_labels(i), v)))
-            .collect::<Vec<_>>(),
+        |g| g.mem.mapped,
+        |_| None,
     );
 }
 
@@ -362,12 +349,7 @@ fn spec(w: &mut Writer<'_>, cx: &Ctx<'_>, now_unix: f64) {
             )
             .collect::<Vec<_>>(),
     );
-    w.family(
-        &f::CONTAINER_THREADS,
-        cx.guests()
-            .filter_map(|(i, _, g)| g.threads.map(|v| (cx.pod_labels(i), v)))
-            .collect::<Vec<_>>(),
-    );
+    pods_and_containers(w, cx, &f::CONTAINER_THREADS, |g| g.threads, |_| None);
 }
 
 fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
@@ -397,7 +379,7 @@ fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
                 g.net.iter().filter_map(move |n| {
                     get(n).map(|v| {
                         (
-                            with_owned(cx.pod_labels(i), "interface", n.interface.as_str()),
+                            with(cx.pod_labels(i), &[("interface", n.interface.as_str())]),
                             v,
                         )
                     })
@@ -406,11 +388,6 @@ fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect();
         w.family(desc, series);
     }
-}
-
-fn with_owned<'a>(mut l: Labels<'a>, name: &'static str, value: &'a str) -> Labels<'a> {
-    l.push((name, value));
-    l
 }
 
 /// Guest disk statistics of whole disks; sectors are 512 bytes whatever
@@ -441,7 +418,7 @@ fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
         for (i, _, g) in cx.guests() {
             for (d, dev) in g.disks.iter().zip(&devices[i]) {
                 if let Some(v) = get(d) {
-                    series.push((with_owned(cx.pod_labels(i), "device", dev.as_str()), v));
+                    series.push((with(cx.pod_labels(i), &[("device", dev.as_str())]), v));
                 }
             }
         }
@@ -452,7 +429,7 @@ fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
         for (d, dev) in g.disks.iter().zip(&devices[i]) {
             for (op, v) in [("Read", d.sectors_read), ("Write", d.sectors_written)] {
                 if let Some(v) = v {
-                    let mut l = with_owned(cx.pod_labels(i), "device", dev.as_str());
+                    let mut l = with(cx.pod_labels(i), &[("device", dev.as_str())]);
                     // The agent does not report device numbers.
                     l.extend([("major", ""), ("minor", ""), ("operation", op)]);
                     series.push((l, v * 512.0));

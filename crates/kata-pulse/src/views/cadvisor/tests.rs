@@ -261,7 +261,6 @@ fn snapshot() -> ContainerSnapshot {
                 has_resources: true,
             },
         )]),
-        error: None,
     }
 }
 

@@ -97,8 +97,8 @@ impl View for CadvisorView {
                 let digest = input.digest::<PodDigest>(s);
                 PodInput {
                     sandbox_id: &s.sandbox.id,
-                    namespace: s.meta.as_ref().map(|m| m.namespace.as_str()).unwrap_or(""),
-                    pod: s.meta.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
+                    namespace: s.pod().0,
+                    pod: s.pod().1,
                     guest: digest.map(|d| &d.guest),
                     cpu_scale: digest.and_then(|d| d.cpu_scale),
                 }
