@@ -1,32 +1,31 @@
 //! `/metrics`: the aggregate of every shim plus the agent's own metrics, or
 //! one shim's raw body with `?sandbox=`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use prom_text::Rendered;
 
 use super::negotiate::gzip_accepted;
-use super::{lookup_sandbox, text_response, App};
+use super::{App, HttpError, Params};
 use crate::collect::Collection;
 use crate::self_metrics::{self, Sources};
 use crate::views;
 
 pub async fn metrics(
     State(app): State<Arc<App>>,
-    Query(query): Query<HashMap<String, String>>,
+    params: Params,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, HttpError> {
     app.requests
         .metrics_requests
         .fetch_add(1, Ordering::Relaxed);
-    if query.get("sandbox").is_some_and(|s| !s.is_empty()) {
-        return raw_sandbox(&app, &query, &headers).await;
+    if params.wants_sandbox() {
+        return raw_sandbox(&app, &params, &headers).await;
     }
     // The semaphore is never closed; holding a permit bounds how many whole
     // responses exist in memory at once.
@@ -35,7 +34,7 @@ pub async fn metrics(
     let ms = u64::try_from(collection.duration.as_millis()).unwrap_or(u64::MAX);
     app.requests.observe_collection_ms(ms);
 
-    let prefixes: Vec<String> = family_prefixes(query.get("filter_family").map(|s| s.as_str()))
+    let prefixes: Vec<String> = family_prefixes(params.filter_family.as_deref())
         .into_iter()
         .map(String::from)
         .collect();
@@ -45,13 +44,9 @@ pub async fn metrics(
     let work_app = app.clone();
     let encoded =
         tokio::task::spawn_blocking(move || build(&work_app, &collection, &prefixes, gzip)).await;
-    match encoded {
-        Ok((body, zipped)) => exposition_response(body, zipped, None),
-        Err(e) => text_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("building the response failed: {e}\n"),
-        ),
-    }
+    let (body, zipped) =
+        encoded.map_err(|e| HttpError::Internal(format!("building the response failed: {e}")))?;
+    Ok(exposition_response(body, zipped, None))
 }
 
 /// The whole aggregate response body: own metrics and every view's parts,
@@ -120,26 +115,31 @@ fn family_prefixes(value: Option<&str>) -> Vec<&str> {
 
 /// `?sandbox=<id>`: the shim's body as it sent it (kata-monitor parity),
 /// with its HTTP status checked.
-async fn raw_sandbox(app: &App, query: &HashMap<String, String>, headers: &HeaderMap) -> Response {
-    let sandbox = match lookup_sandbox(app, query) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
+async fn raw_sandbox(
+    app: &App,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
+    let sandbox = app.sandbox(params)?;
     let _permit = app.collector.shim_permit().await;
-    match app.shim.get(&sandbox.socket, "/metrics").await {
-        Ok(resp) => {
-            let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();
-            let body = resp.body.to_vec();
-            match gzip_accepted(headers).then(|| gzip_bytes(&body)).flatten() {
-                Some(zipped) => exposition_response(zipped, true, ct),
-                None => exposition_response(body, false, ct),
-            }
-        }
-        Err(e) => text_response(
-            StatusCode::BAD_GATEWAY,
-            format!("failed to get metrics of sandbox {}: {e}\n", sandbox.id),
-        ),
-    }
+    let resp = app
+        .shim
+        .get(&sandbox.socket, "/metrics")
+        .await
+        .map_err(|e| {
+            HttpError::Shim(format!(
+                "failed to get metrics of sandbox {}: {e}",
+                sandbox.id
+            ))
+        })?;
+    let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();
+    let body = resp.body.to_vec();
+    Ok(
+        match gzip_accepted(headers).then(|| gzip_bytes(&body)).flatten() {
+            Some(zipped) => exposition_response(zipped, true, ct),
+            None => exposition_response(body, false, ct),
+        },
+    )
 }
 
 fn exposition_response(

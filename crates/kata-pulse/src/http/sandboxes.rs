@@ -1,17 +1,16 @@
 //! `/sandboxes` (text, HTML or JSON) and `/agent-url`.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::negotiate::{repr, Repr};
-use super::{lookup_sandbox, status, text_response, App};
+use super::{status, text_response, App, HttpError, Params};
 
 /// One element of the JSON view (the shape the kata-pulse README documents,
 /// plus runtime and scrape status).
@@ -142,36 +141,26 @@ fn status_page(app: &App, list: &[Arc<crate::registry::Sandbox>]) -> String {
 
 /// The shim's agent URL (`vsock://<cid>:1024` …), with a trailing newline
 /// as kata-monitor writes it. Shim errors are errors here, not 200s.
-pub async fn agent_url(
-    State(app): State<Arc<App>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let sandbox = match lookup_sandbox(&app, &query) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
+pub async fn agent_url(State(app): State<Arc<App>>, params: Params) -> Result<Response, HttpError> {
+    let sandbox = app.sandbox(&params)?;
     let _permit = app.collector.shim_permit().await;
-    match app.shim.get(&sandbox.socket, "/agent-url").await {
-        Ok(resp) => {
-            let url = String::from_utf8_lossy(&resp.body).trim().to_string();
-            if url.is_empty() {
-                // runtime-rs answers 200 with an empty body when it fails.
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "shim of sandbox {} returned an empty agent URL\n",
-                        sandbox.id
-                    ),
-                );
-            }
-            text_response(StatusCode::OK, format!("{url}\n"))
-        }
-        Err(e) => text_response(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "failed to get the agent URL of sandbox {}: {e}\n",
+    let resp = app
+        .shim
+        .get(&sandbox.socket, "/agent-url")
+        .await
+        .map_err(|e| {
+            HttpError::Shim(format!(
+                "failed to get the agent URL of sandbox {}: {e}",
                 sandbox.id
-            ),
-        ),
+            ))
+        })?;
+    let url = String::from_utf8_lossy(&resp.body).trim().to_string();
+    if url.is_empty() {
+        // runtime-rs answers 200 with an empty body when it fails.
+        return Err(HttpError::Shim(format!(
+            "shim of sandbox {} returned an empty agent URL",
+            sandbox.id
+        )));
     }
+    Ok(text_response(StatusCode::OK, format!("{url}\n")))
 }
