@@ -222,6 +222,23 @@ pub fn channel(endpoint: &Endpoint, connect_timeout: Duration) -> Result<Channel
     }
 }
 
+/// The Linux part of a pod sandbox config for a pod on the node's network
+/// (what the kubelet sends for `hostNetwork: true`); test beds without CNI
+/// plugins run every pod so.
+pub fn host_network_linux() -> runtime::v1::LinuxPodSandboxConfig {
+    use runtime::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode};
+    LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(runtime::v1::NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::runtime::v1::runtime_service_client::RuntimeServiceClient;

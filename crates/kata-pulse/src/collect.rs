@@ -377,28 +377,12 @@ mod tests {
     use super::*;
     use crate::registry::RuntimeKind;
     use crate::registry::SHIM_SOCKET;
-    use std::sync::atomic::AtomicUsize;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A shim that counts requests and answers after `delay`.
-    fn shim(path: std::path::PathBuf, delay: Duration, hits: Arc<AtomicUsize>, body: &'static str) {
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let hits = hits.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(delay).await;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
+    /// A fake shim at `path` answering `x 1` after `delay`.
+    fn shim(path: std::path::PathBuf, delay: Duration) -> testbed::FakeBody {
+        testbed::FakeBody::new("x 1\n")
+            .delay(delay)
+            .serve_unix(&path)
     }
 
     fn add(reg: &Registry, dir: &std::path::Path, id: &str) -> std::path::PathBuf {
@@ -418,13 +402,7 @@ mod tests {
     async fn concurrent_requests_share_one_scrape_and_interval_reuses() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "a"),
-            Duration::from_millis(200),
-            hits.clone(),
-            "x 1\n",
-        );
+        let fake = shim(add(&reg, dir.path(), "a"), Duration::from_millis(200));
         let c = Collector::new(
             reg,
             ShimClient::new(Duration::from_secs(2), 1 << 20),
@@ -432,26 +410,20 @@ mod tests {
             4,
         );
         let (r1, r2, r3) = tokio::join!(c.collect(), c.collect(), c.collect());
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.hits(), 1);
         for r in [&r1, &r2, &r3] {
             assert!(r.sandboxes[0].result.as_ref().unwrap().ok());
         }
         // Younger than the interval: reused, no new request to the shim.
         c.collect().await;
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.hits(), 1);
     }
 
     #[tokio::test]
     async fn slots_of_replaced_sandboxes_are_freed() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "old"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
+        let _fake = shim(add(&reg, dir.path(), "old"), Duration::ZERO);
         let c = Collector::new(
             reg.clone(),
             ShimClient::new(Duration::from_secs(2), 1 << 20),
@@ -462,12 +434,7 @@ mod tests {
         assert!(c.latest("old").is_some());
         // Churn: one sandbox goes, another comes; the count stays the same.
         reg.remove_from_root("old", dir.path());
-        shim(
-            add(&reg, dir.path(), "new"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
+        let _fake = shim(add(&reg, dir.path(), "new"), Duration::ZERO);
         c.collect().await;
         assert!(c.latest("old").is_none(), "stale slot kept");
         assert!(c.latest("new").is_some());
@@ -477,13 +444,7 @@ mod tests {
     async fn short_interval_scrapes_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "a"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
+        let fake = shim(add(&reg, dir.path(), "a"), Duration::ZERO);
         let c = Collector::new(
             reg,
             ShimClient::new(Duration::from_secs(2), 1 << 20),
@@ -493,26 +454,15 @@ mod tests {
         c.collect().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         c.collect().await;
-        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        assert_eq!(fake.hits(), 2);
     }
 
     #[tokio::test]
     async fn slow_shim_does_not_hold_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "fast"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
-        shim(
-            add(&reg, dir.path(), "slow"),
-            Duration::from_secs(30),
-            hits.clone(),
-            "x 1\n",
-        );
+        let _fake = shim(add(&reg, dir.path(), "fast"), Duration::ZERO);
+        let _fake = shim(add(&reg, dir.path(), "slow"), Duration::from_secs(30));
         add(&reg, dir.path(), "gone"); // no socket at all
         let c = Collector::new(
             reg,

@@ -201,6 +201,11 @@ mod tests {
     /// kata-monitor's TestSandboxCache, re-expressed: put/delete report
     /// whether they changed anything, metadata is set and read back.
     #[test]
+    fn socket_name_is_the_simulators() {
+        assert_eq!(SHIM_SOCKET, kata_sim::SOCKET_NAME);
+    }
+
+    #[test]
     fn sandbox_cache_semantics() {
         let r = Registry::new();
         assert!(r.insert(sb("111", "/r")));

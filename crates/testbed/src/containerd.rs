@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cri_api::runtime::v1::{
-    ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandbox, PodSandboxConfig,
+    ImageSpec, ImageStatusRequest, ListPodSandboxRequest, PodSandbox, PodSandboxConfig,
     PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
     VersionRequest,
 };
@@ -142,16 +141,7 @@ pub fn host_network_pod(
                 namespace: namespace.into(),
                 attempt: 0,
             }),
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Node as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            linux: Some(cri_api::host_network_linux()),
             ..Default::default()
         }),
         runtime_handler: runtime_handler.into(),
