@@ -485,4 +485,68 @@ mod tests {
         assert_eq!(gone.outcome.as_ref().unwrap_err().reason, "connect");
         assert_eq!(c.stats.shim_failures.load(Ordering::Relaxed), 2);
     }
+
+    #[tokio::test]
+    async fn changed_cri_metadata_invalidates_a_cached_scrape() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new();
+        let fake = shim(add(&reg, dir.path(), "a"), Duration::ZERO);
+        let c = Collector::new(
+            reg.clone(),
+            ShimClient::new(Duration::from_secs(2), 1 << 20),
+            Duration::from_secs(60),
+            4,
+        );
+        c.collect().await;
+        c.collect().await;
+        assert_eq!(fake.hits(), 1, "reused within the interval");
+        let meta = PodMeta {
+            uid: "u".into(),
+            name: "web".into(),
+            namespace: "shop".into(),
+            runtime_handler: "kata".into(),
+            ready: true,
+        };
+        reg.apply_cri(HashMap::from([("a".to_string(), meta.clone())]));
+        let col = c.collect().await;
+        assert_eq!(fake.hits(), 2, "the labels are rendered in: scraped again");
+        let result = col.sandboxes[0].result.as_ref().unwrap();
+        assert_eq!(result.meta.as_deref(), Some(&meta));
+    }
+
+    #[tokio::test]
+    async fn a_scrape_outliving_the_request_serves_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new();
+        let fakes: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| shim(add(&reg, dir.path(), id), Duration::from_millis(1100)))
+            .collect();
+        // One shim at a time, 1.1 s each, and a deadline of 2 x 1.5 s + 1 s
+        // = 4 s: the fourth scrape ends after it.
+        let c = Collector::new(
+            reg,
+            ShimClient::new(Duration::from_millis(1500), 1 << 20),
+            Duration::from_secs(60),
+            1,
+        );
+        let first = c.collect().await;
+        let late = first
+            .sandboxes
+            .iter()
+            .filter(|s| s.result.is_none())
+            .count();
+        assert_eq!(late, 1, "one shim reported as not done");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let second = c.collect().await;
+        assert!(second
+            .sandboxes
+            .iter()
+            .all(|s| s.result.as_ref().is_some_and(|r| r.ok())));
+        let hits: usize = fakes.iter().map(|f| f.hits()).sum();
+        assert_eq!(
+            hits, 4,
+            "the late scrape finished in the background, not again"
+        );
+    }
 }

@@ -686,4 +686,24 @@ pub(crate) mod tests {
             CriError::Unavailable(m) if m == "ep: down"
         ));
     }
+
+    #[test]
+    fn cri_counts_as_down_only_after_having_answered() {
+        let stats = CriStats::default();
+        stats.record(false);
+        assert_eq!(stats.down_for(crate::unix_ms()), None, "never answered");
+        stats.record(true);
+        assert_eq!(stats.down_for(crate::unix_ms()), None);
+        stats.record(false);
+        stats.record(false);
+        let since = stats.down_since_ms.load(Ordering::Relaxed);
+        assert!(since > 0);
+        // /healthz compares this with --cri-unhealthy-after.
+        let later = since + 5 * 60 * 1000;
+        assert_eq!(stats.down_for(later), Some(Duration::from_secs(300)));
+        stats.record(true);
+        assert_eq!(stats.down_for(later), None, "recovered");
+        assert_eq!(stats.requests_ok.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.requests_failed.load(Ordering::Relaxed), 3);
+    }
 }

@@ -136,3 +136,28 @@ impl ContainerSource {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn cri_down_gives_an_empty_snapshot_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = cri_api::Endpoint::Unix(dir.path().join("absent.sock"));
+        let cri = CriClient::new(&ep, Duration::from_secs(1)).unwrap();
+        let health = Arc::new(CriStats::default());
+        let source = ContainerSource::new(cri, Duration::from_secs(60), health.clone());
+        let ids = HashSet::from(["sb".to_string()]);
+        let snap = source.snapshot(Instant::now(), &ids).await;
+        assert!(snap.containers.is_empty() && snap.usage.is_empty());
+        assert_eq!(health.requests_failed.load(Ordering::Relaxed), 1);
+        // Within the interval the failed snapshot is reused, not retried.
+        let again = source
+            .snapshot(Instant::now() - Duration::from_secs(1), &ids)
+            .await;
+        assert!(Arc::ptr_eq(&snap, &again));
+        assert_eq!(health.requests_failed.load(Ordering::Relaxed), 1);
+    }
+}
