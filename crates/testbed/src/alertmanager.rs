@@ -38,7 +38,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::http::{http_get, http_post};
-use crate::util::{free_port, keep_dirs, require_program, verbose, wait_until, ChildGuard};
+use crate::util::{
+    free_port, keep_dirs, require_program, verbose, wait_ready, wait_until, ChildGuard,
+};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -318,19 +320,7 @@ impl AlertmanagerBuilder {
             dir: Some(dir),
         };
         let url = format!("{}/-/ready", am.url());
-        wait_until(self.ready_timeout, Duration::from_millis(100), || {
-            am.child.ensure_running()?;
-            Ok(http_get(&url, HTTP_TIMEOUT)
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| ()))
-        })
-        .with_context(|| {
-            format!(
-                "waiting for Alertmanager at {addr} to be ready; last log lines:\n{}",
-                am.log_tail(40)
-            )
-        })?;
+        wait_ready(&mut am.child, &url, self.ready_timeout, "Alertmanager")?;
         if verbose() {
             eprintln!(
                 "testbed: Alertmanager ready on {addr} in {:?}",

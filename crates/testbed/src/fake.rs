@@ -70,11 +70,15 @@ impl FakeBody {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let this = this.clone();
-                std::thread::spawn(move || this.answer(stream));
+                this.answer_on_a_thread(stream);
             }
         });
         self
+    }
+
+    fn answer_on_a_thread(&self, stream: impl Read + Write + Send + 'static) {
+        let this = self.clone();
+        std::thread::spawn(move || this.answer(stream));
     }
 
     /// Serves on a free loopback port; returns `host:port`.
@@ -84,8 +88,7 @@ impl FakeBody {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let this = self.clone();
-                std::thread::spawn(move || this.answer(stream));
+                self.answer_on_a_thread(stream);
             }
         });
         addr

@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::http::{http_get, url_encode};
-use crate::util::{free_port, keep_dirs, require_program, verbose, wait_until, ChildGuard};
+use crate::util::{
+    free_port, keep_dirs, require_program, verbose, wait_ready, wait_until, ChildGuard,
+};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -163,19 +165,7 @@ impl PrometheusBuilder {
             dir: Some(dir),
         };
         let url = format!("{}/-/ready", prom.url());
-        wait_until(self.ready_timeout, Duration::from_millis(100), || {
-            prom.child.ensure_running()?;
-            Ok(http_get(&url, HTTP_TIMEOUT)
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| ()))
-        })
-        .with_context(|| {
-            format!(
-                "waiting for Prometheus at {addr} to be ready; last log lines:\n{}",
-                prom.log_tail(40)
-            )
-        })?;
+        wait_ready(&mut prom.child, &url, self.ready_timeout, "Prometheus")?;
         if verbose() {
             eprintln!(
                 "testbed: Prometheus ready on {addr} in {:?}",

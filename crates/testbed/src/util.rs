@@ -65,6 +65,29 @@ pub fn wait_until<T>(
     }
 }
 
+/// Waits until `url` answers 200 while `child` runs; the error names
+/// `what` and ends with the last lines of its log.
+pub(crate) fn wait_ready(
+    child: &mut ChildGuard,
+    url: &str,
+    timeout: Duration,
+    what: &str,
+) -> Result<()> {
+    wait_until(timeout, Duration::from_millis(100), || {
+        child.ensure_running()?;
+        Ok(crate::http::http_get(url, Duration::from_secs(10))
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| ()))
+    })
+    .with_context(|| {
+        format!(
+            "waiting for {what} at {url} to be ready; last log lines:\n{}",
+            child.log_tail(40)
+        )
+    })
+}
+
 /// The last `lines` lines of a text file (lossy UTF-8), for error messages.
 ///
 /// Reads at most the last 256 KiB so a huge log cannot blow up a message.
