@@ -337,6 +337,35 @@ impl MetricsModel {
             };
             self.values[i] = 1.0 + extra;
         }
+        self.step_filesystems(dt);
+        if self.renders > 0 {
+            if let Some(i) = self.idx("kata_shim_pod_overhead_cpu", &[]) {
+                let base = self.tpl.samples[i].value;
+                let r: f64 = self.rng.random_range(-1.0..1.0);
+                self.values[i] = base * self.activity.sqrt() + r * 0.4;
+                self.quantum[i] = 0.0;
+            }
+            if let Some(i) = self.idx("kata_shim_pod_overhead_memory_in_bytes", &[]) {
+                let base = self.tpl.samples[i].value;
+                let r: f64 = self.rng.random_range(-0.1..0.1);
+                self.values[i] = (base * (1.0 + r) / 4096.0).round() * 4096.0;
+            }
+        } else {
+            // The Go shim samples pod overhead in the background after a scrape, so the
+            // first scrape reports zeros.
+            for n in [
+                "kata_shim_pod_overhead_cpu",
+                "kata_shim_pod_overhead_memory_in_bytes",
+            ] {
+                if let Some(i) = self.idx(n, &[]) {
+                    self.values[i] = 0.0;
+                }
+            }
+        }
+    }
+
+    /// Filesystems fill slowly; available = total - used, in blocks for bytes.
+    fn step_filesystems(&mut self, dt: f64) {
         for fam in [
             "kata_guest_filesystem_bytes",
             "kata_guest_filesystem_inodes",
@@ -369,30 +398,6 @@ impl MetricsModel {
                     self.quantum[u] = 4096.0;
                 }
                 self.values[a] = total - self.shown(u);
-            }
-        }
-        if self.renders > 0 {
-            if let Some(i) = self.idx("kata_shim_pod_overhead_cpu", &[]) {
-                let base = self.tpl.samples[i].value;
-                let r: f64 = self.rng.random_range(-1.0..1.0);
-                self.values[i] = base * self.activity.sqrt() + r * 0.4;
-                self.quantum[i] = 0.0;
-            }
-            if let Some(i) = self.idx("kata_shim_pod_overhead_memory_in_bytes", &[]) {
-                let base = self.tpl.samples[i].value;
-                let r: f64 = self.rng.random_range(-0.1..0.1);
-                self.values[i] = (base * (1.0 + r) / 4096.0).round() * 4096.0;
-            }
-        } else {
-            // The Go shim samples pod overhead in the background after a scrape, so the
-            // first scrape reports zeros.
-            for n in [
-                "kata_shim_pod_overhead_cpu",
-                "kata_shim_pod_overhead_memory_in_bytes",
-            ] {
-                if let Some(i) = self.idx(n, &[]) {
-                    self.values[i] = 0.0;
-                }
             }
         }
     }
