@@ -556,70 +556,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Sums the samples of `name` in exposition `text` whose labels include
-/// all of `want`.
+/// all of `want` (parsed by prom-text).
 fn sum_samples(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    let mut sum = None;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labels, value) = match rest.as_bytes().first() {
-            Some(b'{') => match rest.find('}') {
-                // Label values of these counters hold no `}`.
-                Some(end) => (parse_labels(&rest[1..end]), &rest[end + 1..]),
-                None => continue,
-            },
-            Some(b' ') => (Vec::new(), rest),
-            _ => continue, // another metric sharing the prefix
-        };
-        if !want
-            .iter()
-            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
-        {
-            continue;
-        }
-        if let Some(v) = value
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            *sum.get_or_insert(0.0) += v;
-        }
-    }
-    sum
-}
-
-/// Parses the labels `a="x",b="y"` between the braces, undoing `\"`, `\\`
-/// and `\n` escapes.
-fn parse_labels(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(eq) = rest.find("=\"") {
-        let key = rest[..eq].trim_start_matches([',', ' ']).to_string();
-        let mut value = String::new();
-        let mut chars = rest[eq + 2..].char_indices();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    end = Some(eq + 2 + i + 1);
-                    break;
-                }
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => {}
-                },
-                c => value.push(c),
-            }
-        }
-        out.push((key, value));
-        match end {
-            Some(e) => rest = &rest[e..],
-            None => break,
-        }
-    }
-    out
+    let exp = prom_text::parse(text.as_bytes());
+    let matching = exp.samples.iter().filter(|s| {
+        s.name == name
+            && want.iter().all(|(k, v)| {
+                exp.label(s, k)
+                    .is_some_and(|raw| prom_text::unescape_label_value(raw) == *v)
+            })
+    });
+    matching.map(|s| s.value).reduce(|a, b| a + b)
 }
 
 #[cfg(test)]
