@@ -259,3 +259,6 @@ impl App {
             .ok_or_else(|| HttpError::UnknownSandbox(id.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;
