@@ -30,7 +30,7 @@
 //!   usually stays 0.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,9 +38,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::http::{http_get, http_post};
-use crate::util::{
-    free_port, keep_dirs, require_program, verbose, wait_ready, wait_until, ChildGuard,
-};
+use crate::util::{free_port, require_program, wait_until, Daemon};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -301,7 +299,6 @@ impl AlertmanagerBuilder {
         std::fs::write(&config, serde_json::to_string_pretty(&self.config())?)?;
         let data = dir.path().join("data");
         let log = dir.path().join("alertmanager.log");
-        let started = std::time::Instant::now();
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", data.display()))
@@ -312,32 +309,33 @@ impl AlertmanagerBuilder {
             .arg("--cluster.listen-address=")
             .args(&self.args)
             .current_dir(dir.path());
-        let child = ChildGuard::spawn_logging_to("alertmanager", &mut cmd, &log)?;
-        let mut am = Alertmanager {
-            child,
+        let daemon = Daemon::spawn(
+            "Alertmanager",
+            &mut cmd,
+            &log,
             addr,
             config,
-            dir: Some(dir),
-        };
-        let url = format!("{}/-/ready", am.url());
-        wait_ready(&mut am.child, &url, self.ready_timeout, "Alertmanager")?;
-        if verbose() {
-            eprintln!(
-                "testbed: Alertmanager ready on {addr} in {:?}",
-                started.elapsed()
-            );
-        }
-        Ok(am)
+            dir,
+            self.ready_timeout,
+        )?;
+        Ok(Alertmanager { daemon })
     }
 }
 
 /// A running Alertmanager with its own config and storage in a temporary
 /// folder. It is killed and the folder removed on drop.
+/// Its `url()` is also its `--web.external-url`, so payloads carry it as
+/// `externalURL`.
 pub struct Alertmanager {
-    child: ChildGuard,
-    addr: SocketAddr,
-    config: PathBuf,
-    dir: Option<tempfile::TempDir>,
+    daemon: Daemon,
+}
+
+impl std::ops::Deref for Alertmanager {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Alertmanager {
@@ -349,28 +347,6 @@ impl Alertmanager {
 
     pub fn builder(webhook_url: &str) -> AlertmanagerBuilder {
         AlertmanagerBuilder::new(webhook_url)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:<port>`. This is also its `--web.external-url`, so
-    /// payloads carry it as `externalURL`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config
-    }
-
-    pub fn log_path(&self) -> Option<&Path> {
-        self.child.log_path()
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.child.log_tail(lines)
     }
 
     /// POSTs `alerts` to `/api/v2/alerts`. The value is a JSON array of
@@ -485,17 +461,6 @@ impl Alertmanager {
                 self.log_tail(20)
             )
         })
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.stop(Duration::from_secs(5));
-        if keep_dirs() {
-            if let Some(d) = self.dir.take() {
-                eprintln!("keeping Alertmanager dir {}", d.keep().display());
-            }
-        }
     }
 }
 

@@ -39,6 +39,6 @@ pub use prometheus::{
     promtool_check_metrics, promtool_check_rules, vector_samples, Prometheus, PrometheusBuilder,
 };
 pub use util::{
-    file_tail, find_program, free_port, target_dir, wait_until, workspace_bin, ChildGuard,
+    file_tail, find_program, free_port, target_dir, wait_until, workspace_bin, ChildGuard, Daemon,
     BIN_DIR_ENV, KEEP_ENV, VERBOSE_ENV,
 };
