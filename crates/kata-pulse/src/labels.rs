@@ -158,4 +158,40 @@ mod tests {
         task.abort();
         server.abort();
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_cri_is_asked_with_growing_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = cri_api::Endpoint::Unix(dir.path().join("absent.sock"));
+        let client = CriClient::new(&ep, Duration::from_secs(2)).unwrap();
+        let stats = Arc::new(CriStats::default());
+        let task = tokio::spawn(run(client, Registry::new(), stats.clone()));
+        let started = tokio::time::Instant::now();
+        // Calls at 0, then after 0.5 s, 1 s, 2 s, 4 s, 8 s, 10 s, 10 s of
+        // back-off, each plus the 0.2 s gap: 0, 0.7, 1.9, 4.1, 8.3, 16.5,
+        // 26.7 s.
+        for (at, calls) in [
+            (0.1, 1),
+            (0.6, 1),
+            (0.8, 2),
+            (1.8, 2),
+            (2.0, 3),
+            (4.0, 3),
+            (4.2, 4),
+            (8.2, 4),
+            (8.4, 5),
+            (16.4, 5),
+            (16.6, 6),
+            (26.6, 6),
+            (26.8, 7),
+        ] {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(at)).await;
+            assert_eq!(
+                stats.requests_failed.load(Ordering::Relaxed),
+                calls,
+                "calls by {at} s"
+            );
+        }
+        task.abort();
+    }
 }
