@@ -175,6 +175,9 @@ promtool test rules tests/rules/*.yaml
 step "cargo test --workspace"
 cargo test --workspace
 
+step "container image run as the chart runs it: cargo test -p kata-pulse --test image -- --ignored"
+cargo test -p kata-pulse --test image -- --ignored
+
 # karo's end-to-end tests run against a real kube-apiserver, etcd and
 # kube-controller-manager (built once from Debian's packages and cached
 # outside the repository: scripts/kube-control-plane.sh) and a real

@@ -161,12 +161,17 @@ fn parse_tcp(endpoint: &str, rest: &str) -> Result<Endpoint, EndpointError> {
     if host.contains(':') && !bracketed {
         return Err(invalid("IPv6 addresses must be bracketed, e.g. [::1]:1234"));
     }
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(Endpoint::Tcp {
-            host_port: host_port.to_owned(),
-        }),
-        _ => Err(invalid("port must be a number in 1..=65535")),
+    if !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
+        return Err(invalid("port must be a number in 1..=65535"));
     }
+    // What the gRPC channel is built from: refused here, not when the
+    // channel is made after start-up.
+    if format!("http://{host_port}").parse::<Uri>().is_err() {
+        return Err(invalid("host:port is not a valid URI authority"));
+    }
+    Ok(Endpoint::Tcp {
+        host_port: host_port.to_owned(),
+    })
 }
 
 /// Why a channel could not be built. Never because the runtime is down.
@@ -214,6 +219,23 @@ pub fn channel(endpoint: &Endpoint, connect_timeout: Duration) -> Result<Channel
                 .connect_timeout(connect_timeout);
             Ok(ep.connect_lazy())
         }
+    }
+}
+
+/// The Linux part of a pod sandbox config for a pod on the node's network
+/// (what the kubelet sends for `hostNetwork: true`); test beds without CNI
+/// plugins run every pod so.
+pub fn host_network_linux() -> runtime::v1::LinuxPodSandboxConfig {
+    use runtime::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode};
+    LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(runtime::v1::NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -297,6 +319,7 @@ mod tests {
             "tcp://host:port",
             "tcp://host:1/path",
             "tcp://user@host:1",
+            "tcp://a%b:1",
             "tcp://::1:1234",
         ] {
             assert!(

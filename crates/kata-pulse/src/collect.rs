@@ -20,12 +20,12 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::cadvisor::containers::{ContainerSnapshot, ContainerSource};
 use crate::cri::PodMeta;
-use crate::exposition::{self, ShimExposition, Wanted};
+use crate::exposition::{self, ShimExposition};
 use crate::logging::RateLimit;
 use crate::registry::{Registry, Sandbox};
 use crate::shim_client::ShimClient;
+use crate::views::{Prepared, View};
 
 /// One scrape of one shim.
 #[derive(Debug)]
@@ -37,10 +37,6 @@ pub struct ScrapeResult {
     /// Metadata the labels were rendered with; a change forces a new scrape.
     pub meta: Option<Arc<PodMeta>>,
     pub outcome: Result<ShimExposition, ScrapeFailure>,
-    /// Seconds per unit of the guest's `kata_guest_cpu_time`, once two
-    /// scrapes have shown it (`None` before: pod CPU is then not emitted,
-    /// rather than emitted in a unit that may jump later).
-    pub cpu_scale: Option<f64>,
 }
 
 impl ScrapeResult {
@@ -70,57 +66,6 @@ pub struct Slot {
     pub failures: AtomicU64,
     pub parse_errors: AtomicU64,
     log_limit: RateLimit,
-    cpu_unit: Mutex<CpuUnit>,
-}
-
-/// Unit of the guest agent's CPU times, learnt from how fast they grow.
-#[derive(Debug, Clone, Copy)]
-struct CpuUnit {
-    /// Seconds per unit: 0.001 (ms, Kata >= 2.5, assumed until measured),
-    /// 0.01 (clock ticks, Kata 2.3.1-2.4) or 1.0 (seconds, older).
-    scale: f64,
-    last: Option<(Instant, f64)>,
-    /// True once the growth rate matched a known unit.
-    known: bool,
-}
-
-impl CpuUnit {
-    /// Feeds the mean per-CPU clock (sum of all items) seen at `at`.
-    fn observe(&mut self, at: Instant, clock: f64) -> Option<f64> {
-        if let Some((t0, c0)) = self.last {
-            let dt = at.saturating_duration_since(t0).as_secs_f64();
-            if dt >= 0.5 {
-                let rate = (clock - c0) / dt;
-                let scale = if (500.0..2000.0).contains(&rate) {
-                    Some(0.001)
-                } else if (50.0..200.0).contains(&rate) {
-                    Some(0.01)
-                } else if (0.5..2.0).contains(&rate) {
-                    Some(1.0)
-                } else {
-                    None
-                };
-                if let Some(scale) = scale {
-                    if scale != self.scale {
-                        tracing::info!(
-                            seconds_per_unit = scale,
-                            "guest agent CPU time unit recognised"
-                        );
-                    }
-                    self.scale = scale;
-                    self.known = true;
-                }
-                self.last = Some((at, clock));
-            }
-        } else {
-            self.last = Some((at, clock));
-        }
-        self.current()
-    }
-
-    fn current(&self) -> Option<f64> {
-        self.known.then_some(self.scale)
-    }
 }
 
 impl Default for Slot {
@@ -132,11 +77,6 @@ impl Default for Slot {
             failures: AtomicU64::new(0),
             parse_errors: AtomicU64::new(0),
             log_limit: RateLimit::new(Duration::from_secs(60)),
-            cpu_unit: Mutex::new(CpuUnit {
-                scale: 0.001,
-                last: None,
-                known: false,
-            }),
         }
     }
 }
@@ -144,9 +84,9 @@ impl Default for Slot {
 /// What one request collected, in sandbox-id order.
 pub struct Collection {
     pub sandboxes: Vec<SandboxScrape>,
-    /// CRI containers, when the cAdvisor view is on (`None` if CRI did not
-    /// answer within the deadline).
-    pub containers: Option<Arc<ContainerSnapshot>>,
+    /// What each view's `prepare` produced, in the views' order (`None`
+    /// when it has nothing to prepare or did not finish within the deadline).
+    pub prepared: Vec<Option<Prepared>>,
     pub duration: Duration,
 }
 
@@ -158,19 +98,28 @@ pub struct SandboxScrape {
     pub result: Option<Arc<ScrapeResult>>,
 }
 
+impl SandboxScrape {
+    /// The pod's namespace and name, empty while CRI has not described it.
+    pub fn pod(&self) -> (&str, &str) {
+        self.meta
+            .as_deref()
+            .map(|m| (m.namespace.as_str(), m.name.as_str()))
+            .unwrap_or(("", ""))
+    }
+}
+
 /// Agent-wide collection counters.
 #[derive(Debug, Default)]
 pub struct CollectorStats {
-    pub shim_scrapes: AtomicU64,
     pub shim_failures: AtomicU64,
     pub dropped_families: AtomicU64,
+    pub colliding_families: AtomicU64,
 }
 
 pub struct Collector {
     registry: Arc<Registry>,
     client: ShimClient,
-    wanted: Wanted,
-    containers: Option<Arc<ContainerSource>>,
+    views: Arc<[Arc<dyn View>]>,
     interval: Duration,
     permits: Arc<Semaphore>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -178,7 +127,7 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// A collector with every product and no container source (tests).
+    /// A collector with the raw view only (tests).
     #[cfg(test)]
     pub fn new(
         registry: Arc<Registry>,
@@ -186,24 +135,22 @@ impl Collector {
         interval: Duration,
         concurrency: usize,
     ) -> Arc<Collector> {
-        Self::with_products(registry, client, interval, concurrency, Wanted::ALL, None)
+        let views: Vec<Arc<dyn View>> = vec![Arc::new(crate::views::raw::RawView)];
+        Self::with_views(registry, client, interval, concurrency, views)
     }
 
-    /// A collector that derives `wanted` from each body and, with a
-    /// container source, lists CRI containers alongside the shims.
-    pub fn with_products(
+    /// A collector that hands every body to `views`.
+    pub fn with_views(
         registry: Arc<Registry>,
         client: ShimClient,
         interval: Duration,
         concurrency: usize,
-        wanted: Wanted,
-        containers: Option<Arc<ContainerSource>>,
+        views: Vec<Arc<dyn View>>,
     ) -> Arc<Collector> {
         Arc::new(Collector {
             registry,
             client,
-            wanted,
-            containers,
+            views: views.into(),
             interval,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             slots: Mutex::new(HashMap::new()),
@@ -215,6 +162,11 @@ impl Collector {
     /// (`?sandbox=`, `/agent-url`), so they cannot swamp the shims either.
     pub async fn shim_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         self.permits.acquire().await.ok()
+    }
+
+    /// The views every body is handed to.
+    pub fn views(&self) -> &[Arc<dyn View>] {
+        &self.views
     }
 
     /// Longest a request waits for shims.
@@ -236,11 +188,11 @@ impl Collector {
                 tokio::spawn(async move { this.scrape(sb, slot, requested).await })
             })
             .collect();
-        let containers = self.containers.clone().map(|source| {
-            let ids: std::collections::HashSet<String> =
-                sandboxes.iter().map(|s| s.id.clone()).collect();
-            tokio::spawn(async move { source.snapshot(requested, &ids).await })
-        });
+        let preparing: Vec<_> = self
+            .views
+            .iter()
+            .map(|v| v.prepare(requested, &sandboxes).map(tokio::spawn))
+            .collect();
         let deadline = requested + self.deadline();
         let mut out = Vec::with_capacity(sandboxes.len());
         for ((sandbox, slot), handle) in sandboxes.into_iter().zip(slots).zip(handles) {
@@ -259,16 +211,19 @@ impl Collector {
                 result,
             });
         }
-        let containers = match containers {
-            Some(handle) => tokio::time::timeout_at(deadline, handle)
-                .await
-                .ok()
-                .and_then(|r| r.ok()),
-            None => None,
-        };
+        let mut prepared = Vec::with_capacity(preparing.len());
+        for handle in preparing {
+            prepared.push(match handle {
+                Some(handle) => tokio::time::timeout_at(deadline, handle)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok()),
+                None => None,
+            });
+        }
         Collection {
             sandboxes: out,
-            containers,
+            prepared,
             duration: requested.elapsed(),
         }
     }
@@ -293,15 +248,15 @@ impl Collector {
         let _permit = self.permits.acquire().await.ok();
         let started = Instant::now();
         slot.attempts.fetch_add(1, Ordering::Relaxed);
-        self.stats.shim_scrapes.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.client.get(&sb.socket, "/metrics").await {
             Ok(resp) => {
                 // Parsing and rendering are CPU work proportional to what
                 // the shim sent: keep them off the async workers.
-                let (id, m, wanted) = (sb.id.clone(), meta.clone(), self.wanted);
+                let (sandbox, m, views) = (sb.clone(), meta.clone(), self.views.clone());
                 let body = resp.body;
+                let at = Instant::now();
                 match tokio::task::spawn_blocking(move || {
-                    exposition::relabel(&body, &id, m.as_deref(), wanted)
+                    exposition::digest(&body, &sandbox, m.as_deref(), &views, at)
                 })
                 .await
                 {
@@ -327,26 +282,12 @@ impl Collector {
         } else if was_ok == Some(false) {
             tracing::info!(sandbox_id = %sb.id, "shim scrape recovered");
         }
-        let finished = Instant::now();
-        let cpu_scale = {
-            let mut unit = slot.cpu_unit.lock().unwrap_or_else(|e| e.into_inner());
-            match outcome
-                .as_ref()
-                .ok()
-                .and_then(|e| e.guest.as_ref())
-                .and_then(|g| g.per_cpu_clock)
-            {
-                Some(clock) => unit.observe(finished, clock),
-                None => unit.current(),
-            }
-        };
         let result = Arc::new(ScrapeResult {
             finished_at: std::time::SystemTime::now(),
             started,
-            finished,
+            finished: Instant::now(),
             meta,
             outcome,
-            cpu_scale,
         });
         *last = Some(result.clone());
         *slot.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
@@ -374,6 +315,9 @@ impl Collector {
         self.stats
             .dropped_families
             .fetch_add(u64::from(exp.dropped_families), Ordering::Relaxed);
+        self.stats
+            .colliding_families
+            .fetch_add(u64::from(exp.colliding_families), Ordering::Relaxed);
         if exp.parse_errors > 0 && slot.log_limit.allow() {
             tracing::warn!(sandbox_id = %id, skipped_lines = exp.parse_errors,
                 first = %exp.first_errors.iter().map(|(line, why)| format!("line {line}: {why}")).collect::<Vec<_>>().join("; "),
@@ -422,7 +366,7 @@ impl Collector {
                 latest
                     .as_ref()
                     .and_then(|r| r.outcome.as_ref().ok())
-                    .map(|e| e.rendered.heap_bytes())
+                    .map(|e| e.heap_bytes())
             })
             .sum()
     }
@@ -431,30 +375,14 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuntimeKind;
+    use crate::registry::RuntimeKind;
     use crate::registry::SHIM_SOCKET;
-    use std::sync::atomic::AtomicUsize;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A shim that counts requests and answers after `delay`.
-    fn shim(path: std::path::PathBuf, delay: Duration, hits: Arc<AtomicUsize>, body: &'static str) {
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let hits = hits.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(delay).await;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
+    /// A fake shim at `path` answering `x 1` after `delay`.
+    fn shim(path: std::path::PathBuf, delay: Duration) -> testbed::FakeBody {
+        testbed::FakeBody::new("x 1\n")
+            .delay(delay)
+            .serve_unix(&path)
     }
 
     fn add(reg: &Registry, dir: &std::path::Path, id: &str) -> std::path::PathBuf {
@@ -470,46 +398,11 @@ mod tests {
         socket
     }
 
-    #[test]
-    fn cpu_unit_is_learnt_from_growth() {
-        let t0 = Instant::now();
-        let mut u = CpuUnit {
-            scale: 0.001,
-            last: None,
-            known: false,
-        };
-        // Unknown until the growth was seen.
-        assert_eq!(u.observe(t0, 1_000_000.0), None);
-        // Ticks: 100 per second of wall time.
-        assert_eq!(
-            u.observe(t0 + Duration::from_secs(10), 1_001_000.0),
-            Some(0.01)
-        );
-        // Too close together: no new decision.
-        assert_eq!(
-            u.observe(t0 + Duration::from_millis(10_100), 9e9),
-            Some(0.01)
-        );
-        // Milliseconds: 1000 per second.
-        assert_eq!(
-            u.observe(t0 + Duration::from_secs(20), 1_011_000.0),
-            Some(0.001)
-        );
-        // Nonsense growth (a reset): keep what was known.
-        assert_eq!(u.observe(t0 + Duration::from_secs(30), 5.0), Some(0.001));
-    }
-
     #[tokio::test]
     async fn concurrent_requests_share_one_scrape_and_interval_reuses() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "a"),
-            Duration::from_millis(200),
-            hits.clone(),
-            "x 1\n",
-        );
+        let fake = shim(add(&reg, dir.path(), "a"), Duration::from_millis(200));
         let c = Collector::new(
             reg,
             ShimClient::new(Duration::from_secs(2), 1 << 20),
@@ -517,26 +410,20 @@ mod tests {
             4,
         );
         let (r1, r2, r3) = tokio::join!(c.collect(), c.collect(), c.collect());
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.hits(), 1);
         for r in [&r1, &r2, &r3] {
             assert!(r.sandboxes[0].result.as_ref().unwrap().ok());
         }
         // Younger than the interval: reused, no new request to the shim.
         c.collect().await;
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.hits(), 1);
     }
 
     #[tokio::test]
     async fn slots_of_replaced_sandboxes_are_freed() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "old"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
+        let _fake = shim(add(&reg, dir.path(), "old"), Duration::ZERO);
         let c = Collector::new(
             reg.clone(),
             ShimClient::new(Duration::from_secs(2), 1 << 20),
@@ -547,12 +434,7 @@ mod tests {
         assert!(c.latest("old").is_some());
         // Churn: one sandbox goes, another comes; the count stays the same.
         reg.remove_from_root("old", dir.path());
-        shim(
-            add(&reg, dir.path(), "new"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
+        let _fake = shim(add(&reg, dir.path(), "new"), Duration::ZERO);
         c.collect().await;
         assert!(c.latest("old").is_none(), "stale slot kept");
         assert!(c.latest("new").is_some());
@@ -562,13 +444,7 @@ mod tests {
     async fn short_interval_scrapes_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "a"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
+        let fake = shim(add(&reg, dir.path(), "a"), Duration::ZERO);
         let c = Collector::new(
             reg,
             ShimClient::new(Duration::from_secs(2), 1 << 20),
@@ -578,26 +454,15 @@ mod tests {
         c.collect().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         c.collect().await;
-        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        assert_eq!(fake.hits(), 2);
     }
 
     #[tokio::test]
     async fn slow_shim_does_not_hold_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new();
-        let hits = Arc::new(AtomicUsize::new(0));
-        shim(
-            add(&reg, dir.path(), "fast"),
-            Duration::ZERO,
-            hits.clone(),
-            "x 1\n",
-        );
-        shim(
-            add(&reg, dir.path(), "slow"),
-            Duration::from_secs(30),
-            hits.clone(),
-            "x 1\n",
-        );
+        let _fake = shim(add(&reg, dir.path(), "fast"), Duration::ZERO);
+        let _fake = shim(add(&reg, dir.path(), "slow"), Duration::from_secs(30));
         add(&reg, dir.path(), "gone"); // no socket at all
         let c = Collector::new(
             reg,
@@ -619,5 +484,69 @@ mod tests {
         let gone = by_id["gone"].result.as_ref().unwrap();
         assert_eq!(gone.outcome.as_ref().unwrap_err().reason, "connect");
         assert_eq!(c.stats.shim_failures.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn changed_cri_metadata_invalidates_a_cached_scrape() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new();
+        let fake = shim(add(&reg, dir.path(), "a"), Duration::ZERO);
+        let c = Collector::new(
+            reg.clone(),
+            ShimClient::new(Duration::from_secs(2), 1 << 20),
+            Duration::from_secs(60),
+            4,
+        );
+        c.collect().await;
+        c.collect().await;
+        assert_eq!(fake.hits(), 1, "reused within the interval");
+        let meta = PodMeta {
+            uid: "u".into(),
+            name: "web".into(),
+            namespace: "shop".into(),
+            runtime_handler: "kata".into(),
+            ready: true,
+        };
+        reg.apply_cri(HashMap::from([("a".to_string(), meta.clone())]));
+        let col = c.collect().await;
+        assert_eq!(fake.hits(), 2, "the labels are rendered in: scraped again");
+        let result = col.sandboxes[0].result.as_ref().unwrap();
+        assert_eq!(result.meta.as_deref(), Some(&meta));
+    }
+
+    #[tokio::test]
+    async fn a_scrape_outliving_the_request_serves_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new();
+        let fakes: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| shim(add(&reg, dir.path(), id), Duration::from_millis(1100)))
+            .collect();
+        // One shim at a time, 1.1 s each, and a deadline of 2 x 1.5 s + 1 s
+        // = 4 s: the fourth scrape ends after it.
+        let c = Collector::new(
+            reg,
+            ShimClient::new(Duration::from_millis(1500), 1 << 20),
+            Duration::from_secs(60),
+            1,
+        );
+        let first = c.collect().await;
+        let late = first
+            .sandboxes
+            .iter()
+            .filter(|s| s.result.is_none())
+            .count();
+        assert_eq!(late, 1, "one shim reported as not done");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let second = c.collect().await;
+        assert!(second
+            .sandboxes
+            .iter()
+            .all(|s| s.result.as_ref().is_some_and(|r| r.ok())));
+        let hits: usize = fakes.iter().map(|f| f.hits()).sum();
+        assert_eq!(
+            hits, 4,
+            "the late scrape finished in the background, not again"
+        );
     }
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::registry::{RuntimeKind, SandboxRoot};
+
 /// Long flags that kata-monitor users write with a single dash.
 const GO_STYLE_FLAGS: &[&str] = &["listen-address", "runtime-endpoint", "log-level", "help"];
 
@@ -134,33 +136,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Which runtime lays sandboxes out under a root (reported, not needed to scrape).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RuntimeKind {
-    /// The Go runtime (`containerd-shim-kata-v2`), `/run/vc/sbs/<id>`.
-    Go,
-    /// runtime-rs, `/run/kata/<id>`.
-    RuntimeRs,
-    Unknown,
-}
-
-impl RuntimeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuntimeKind::Go => "go",
-            RuntimeKind::RuntimeRs => "runtime-rs",
-            RuntimeKind::Unknown => "unknown",
-        }
-    }
-}
-
-/// A folder to watch for sandboxes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SandboxRoot {
-    pub path: PathBuf,
-    pub runtime: RuntimeKind,
-}
-
 /// Validated configuration the agent runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -240,15 +215,6 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, String> {
         let runtime_endpoint = cri_api::parse_endpoint(&cli.runtime_endpoint)
             .map_err(|e| format!("invalid --runtime-endpoint {:?}: {e}", cli.runtime_endpoint))?;
-        if let cri_api::Endpoint::Tcp { host_port } = &runtime_endpoint {
-            // What the gRPC channel will be built from: refuse it now, not
-            // after start-up.
-            format!("http://{host_port}")
-                .parse::<http::Uri>()
-                .map_err(|e| {
-                    format!("invalid --runtime-endpoint {:?}: {e}", cli.runtime_endpoint)
-                })?;
-        }
         let log_filter = log_filter(&cli.log_level)?;
         let sandbox_roots = sandbox_roots(&cli.sandbox_dirs)?;
         if cli.shim_timeout.is_zero() || cli.shim_timeout > Duration::from_secs(300) {

@@ -6,6 +6,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cri_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
@@ -154,8 +155,6 @@ impl CriClient {
                     memory_usage: mem.and_then(|m| v(&m.usage_bytes)),
                     working_set: mem.and_then(|m| v(&m.working_set_bytes)),
                     rss: mem.and_then(|m| v(&m.rss_bytes)),
-                    page_faults: mem.and_then(|m| v(&m.page_faults)),
-                    major_page_faults: mem.and_then(|m| v(&m.major_page_faults)),
                     swap: s.swap.as_ref().and_then(|w| v(&w.swap_usage_bytes)),
                 },
             );
@@ -231,8 +230,6 @@ pub struct ContainerUsage {
     pub memory_usage: Option<u64>,
     pub working_set: Option<u64>,
     pub rss: Option<u64>,
-    pub page_faults: Option<u64>,
-    pub major_page_faults: Option<u64>,
     pub swap: Option<u64>,
 }
 
@@ -325,6 +322,59 @@ fn pods_to_meta(items: Vec<PodSandbox>) -> HashMap<String, PodMeta> {
         }
     }
     out
+}
+
+/// CRI health, for the agent's own metrics and `/readyz` details.
+#[derive(Debug, Default)]
+pub struct CriStats {
+    pub up: AtomicBool,
+    pub requests_ok: AtomicU64,
+    pub requests_failed: AtomicU64,
+    /// Unix time of the last successful call, in milliseconds.
+    pub last_success_ms: AtomicU64,
+    /// Unix time (ms) since which CRI fails after having answered; 0 while
+    /// it answers or if it never did.
+    pub down_since_ms: AtomicU64,
+    /// Signalled when CRI goes from answering to failing, so the labeller
+    /// leaves its long refresh sleep and retries with back-off.
+    pub(crate) went_down: tokio::sync::Notify,
+}
+
+impl CriStats {
+    /// Records the outcome of a CRI listing (pods by the labeller,
+    /// containers by the cAdvisor view), so health follows whichever runs.
+    /// `ContainerStatus` calls are not recorded: one fails for a container
+    /// that just ended, which says nothing about CRI.
+    pub fn record(&self, ok: bool) {
+        let was_up = self.up.swap(ok, Ordering::Relaxed);
+        if was_up && !ok {
+            self.went_down.notify_one();
+        }
+        if ok {
+            self.requests_ok.fetch_add(1, Ordering::Relaxed);
+            self.last_success_ms
+                .store(crate::unix_ms(), Ordering::Relaxed);
+            self.down_since_ms.store(0, Ordering::Relaxed);
+        } else {
+            self.requests_failed.fetch_add(1, Ordering::Relaxed);
+            if self.last_success_ms.load(Ordering::Relaxed) > 0 {
+                let _ = self.down_since_ms.compare_exchange(
+                    0,
+                    crate::unix_ms(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    /// How long CRI has been unreachable after having answered once.
+    pub fn down_for(&self, now_ms: u64) -> Option<Duration> {
+        match self.down_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms.saturating_sub(since))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -635,5 +685,25 @@ pub(crate) mod tests {
             classify(Status::unavailable("down"), false, "ep"),
             CriError::Unavailable(m) if m == "ep: down"
         ));
+    }
+
+    #[test]
+    fn cri_counts_as_down_only_after_having_answered() {
+        let stats = CriStats::default();
+        stats.record(false);
+        assert_eq!(stats.down_for(crate::unix_ms()), None, "never answered");
+        stats.record(true);
+        assert_eq!(stats.down_for(crate::unix_ms()), None);
+        stats.record(false);
+        stats.record(false);
+        let since = stats.down_since_ms.load(Ordering::Relaxed);
+        assert!(since > 0);
+        // /healthz compares this with --cri-unhealthy-after.
+        let later = since + 5 * 60 * 1000;
+        assert_eq!(stats.down_for(later), Some(Duration::from_secs(300)));
+        stats.record(true);
+        assert_eq!(stats.down_for(later), None, "recovered");
+        assert_eq!(stats.requests_ok.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.requests_failed.load(Ordering::Relaxed), 3);
     }
 }

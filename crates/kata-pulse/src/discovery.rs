@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::SandboxRoot;
+use crate::registry::SandboxRoot;
 use crate::registry::{Registry, Sandbox, SHIM_SOCKET};
 use crate::sandbox_id;
 
@@ -354,7 +354,7 @@ impl Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuntimeKind;
+    use crate::registry::RuntimeKind;
     use std::os::unix::net::UnixListener;
 
     async fn wait_for(registry: &Registry, want: &[&str]) {
@@ -404,7 +404,7 @@ mod tests {
             root_scans <= rescans + 1,
             "{root_scans} root listings for {rescans} rescans"
         );
-        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.list().len(), 1);
     }
 
     #[tokio::test]

@@ -8,11 +8,10 @@
 //!   kata-monitor asked every 5 s forever),
 //! - every 30 s otherwise, so renamed or re-created pods are seen.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::cri::CriClient;
+use crate::cri::{CriClient, CriStats};
 use crate::registry::Registry;
 
 const REFRESH: Duration = Duration::from_secs(30);
@@ -20,64 +19,6 @@ const ERROR_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duratio
 const UNKNOWN_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), REFRESH);
 /// Floor between two calls, so a burst of new sandboxes is one call.
 const MIN_GAP: Duration = Duration::from_millis(200);
-
-/// CRI health, for the agent's own metrics and `/readyz` details.
-#[derive(Debug, Default)]
-pub struct CriStats {
-    pub up: AtomicBool,
-    pub requests_ok: AtomicU64,
-    pub requests_failed: AtomicU64,
-    /// Unix time of the last successful call, in milliseconds.
-    pub last_success_ms: AtomicU64,
-    /// Unix time (ms) since which CRI fails after having answered; 0 while
-    /// it answers or if it never did.
-    pub down_since_ms: AtomicU64,
-    /// Signalled when CRI goes from answering to failing, so the labeller
-    /// leaves its long refresh sleep and retries with back-off.
-    went_down: tokio::sync::Notify,
-}
-
-impl CriStats {
-    /// Records the outcome of any CRI call (pod listing here, container
-    /// listing in the cAdvisor view), so health follows whichever runs.
-    pub fn record(&self, ok: bool) {
-        let was_up = self.up.swap(ok, Ordering::Relaxed);
-        if was_up && !ok {
-            self.went_down.notify_one();
-        }
-        if ok {
-            self.requests_ok.fetch_add(1, Ordering::Relaxed);
-            self.last_success_ms.store(unix_ms(), Ordering::Relaxed);
-            self.down_since_ms.store(0, Ordering::Relaxed);
-        } else {
-            self.requests_failed.fetch_add(1, Ordering::Relaxed);
-            if self.last_success_ms.load(Ordering::Relaxed) > 0 {
-                let _ = self.down_since_ms.compare_exchange(
-                    0,
-                    unix_ms(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
-        }
-    }
-
-    /// How long CRI has been unreachable after having answered once.
-    pub fn down_for(&self, now_ms: u64) -> Option<Duration> {
-        match self.down_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(Duration::from_millis(now_ms.saturating_sub(since))),
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Runs until the task is dropped.
 pub async fn run(client: CriClient, registry: Arc<Registry>, stats: Arc<CriStats>) {
@@ -148,9 +89,11 @@ pub async fn run(client: CriClient, registry: Arc<Registry>, stats: Arc<CriStats
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuntimeKind;
     use crate::cri::tests::{pod, serve, FakeCri};
-    use crate::registry::Sandbox;
+    use crate::registry::{RuntimeKind, Sandbox};
+    use std::sync::atomic::Ordering;
+    use std::time::SystemTime;
+
     use cri_api::runtime::v1::PodSandboxState;
 
     fn sandbox(id: &str) -> Sandbox {
@@ -214,5 +157,41 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(3));
         task.abort();
         server.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_cri_is_asked_with_growing_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = cri_api::Endpoint::Unix(dir.path().join("absent.sock"));
+        let client = CriClient::new(&ep, Duration::from_secs(2)).unwrap();
+        let stats = Arc::new(CriStats::default());
+        let task = tokio::spawn(run(client, Registry::new(), stats.clone()));
+        let started = tokio::time::Instant::now();
+        // Calls at 0, then after 0.5 s, 1 s, 2 s, 4 s, 8 s, 10 s, 10 s of
+        // back-off, each plus the 0.2 s gap: 0, 0.7, 1.9, 4.1, 8.3, 16.5,
+        // 26.7 s.
+        for (at, calls) in [
+            (0.1, 1),
+            (0.6, 1),
+            (0.8, 2),
+            (1.8, 2),
+            (2.0, 3),
+            (4.0, 3),
+            (4.2, 4),
+            (8.2, 4),
+            (8.4, 5),
+            (16.4, 5),
+            (16.6, 6),
+            (26.6, 6),
+            (26.8, 7),
+        ] {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(at)).await;
+            assert_eq!(
+                stats.requests_failed.load(Ordering::Relaxed),
+                calls,
+                "calls by {at} s"
+            );
+        }
+        task.abort();
     }
 }

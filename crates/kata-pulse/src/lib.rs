@@ -2,14 +2,15 @@
 //!
 //! Data flows one way: `discovery` finds sandboxes, `labels` asks CRI who
 //! they are, `collect` scrapes their shims through `shim_client`,
-//! `exposition` relabels the bodies and `http` serves the merge.
+//! `exposition` parses each body once for the `views` (raw re-export,
+//! cAdvisor, host cost) and `http` serves the merge.
 
-pub mod cadvisor;
 pub mod collect;
 pub mod config;
 pub mod cri;
 pub mod discovery;
 pub mod exposition;
+pub mod families;
 pub mod http;
 pub mod labels;
 pub mod logging;
@@ -19,3 +20,22 @@ pub mod run;
 pub mod sandbox_id;
 pub mod self_metrics;
 pub mod shim_client;
+pub mod views;
+
+/// Seconds since the Unix epoch of `t` (0 before it).
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn unix_ms() -> u64 {
+    let ms = unix_seconds(std::time::SystemTime::now()) * 1000.0;
+    ms as u64
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> f64 {
+    unix_seconds(std::time::SystemTime::now())
+}

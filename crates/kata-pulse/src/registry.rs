@@ -12,8 +12,34 @@ use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
-use crate::config::RuntimeKind;
 use crate::cri::PodMeta;
+
+/// Which runtime lays sandboxes out under a root (reported, not needed to scrape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuntimeKind {
+    /// The Go runtime (`containerd-shim-kata-v2`), `/run/vc/sbs/<id>`.
+    Go,
+    /// runtime-rs, `/run/kata/<id>`.
+    RuntimeRs,
+    Unknown,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Go => "go",
+            RuntimeKind::RuntimeRs => "runtime-rs",
+            RuntimeKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// A folder to watch for sandboxes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxRoot {
+    pub path: PathBuf,
+    pub runtime: RuntimeKind,
+}
 
 /// Name of the shim's monitor socket inside a sandbox folder.
 pub const SHIM_SOCKET: &str = "shim-monitor.sock";
@@ -96,14 +122,6 @@ impl Registry {
         read(&self.sandboxes).values().cloned().collect()
     }
 
-    pub fn len(&self) -> usize {
-        read(&self.sandboxes).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn get(&self, id: &str) -> Option<Arc<Sandbox>> {
         read(&self.sandboxes).get(id).cloned()
     }
@@ -183,6 +201,11 @@ mod tests {
     /// kata-monitor's TestSandboxCache, re-expressed: put/delete report
     /// whether they changed anything, metadata is set and read back.
     #[test]
+    fn socket_name_is_the_simulators() {
+        assert_eq!(SHIM_SOCKET, kata_sim::SOCKET_NAME);
+    }
+
+    #[test]
     fn sandbox_cache_semantics() {
         let r = Registry::new();
         assert!(r.insert(sb("111", "/r")));
@@ -210,7 +233,7 @@ mod tests {
         assert!(r.remove_from_root("111", Path::new("/r")).is_some());
         assert!(r.remove_from_root("111", Path::new("/r")).is_none());
         assert!(r.meta("111").is_none());
-        assert_eq!(r.len(), 1);
+        assert_eq!(r.list().len(), 1);
     }
 
     #[test]

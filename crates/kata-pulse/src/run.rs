@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
-use crate::cadvisor::containers::ContainerSource;
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::cri::CriClient;
+use crate::cri::CriStats;
 use crate::discovery::{self, DiscoveryStats};
-use crate::exposition::Wanted;
 use crate::http::{self, App};
-use crate::labels::{self, CriStats};
+use crate::labels;
 use crate::registry::Registry;
 use crate::self_metrics::RequestStats;
 use crate::shim_client::ShimClient;
+use crate::views;
 
 /// The agent could not start with this configuration (the listen address is
 /// taken, ...): like an invalid flag, exit code 2.
@@ -50,19 +50,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shim = ShimClient::new(config.shim_timeout, config.max_shim_body_bytes);
     let cri = CriClient::new(&config.runtime_endpoint, config.cri_timeout)
         .map_err(|e| StartupError(format!("invalid CRI endpoint: {e}")))?;
-    let containers = config
-        .cadvisor_metrics
-        .then(|| ContainerSource::new(cri.clone(), config.metrics_interval, cri_stats.clone()));
-    let collector = Collector::with_products(
+    let collector = Collector::with_views(
         registry.clone(),
         shim.clone(),
         config.metrics_interval,
         config.shim_concurrency,
-        Wanted {
-            raw: config.kata_metrics,
-            guest: config.cadvisor_metrics,
-        },
-        containers,
+        views::for_config(&config, &cri, &cri_stats),
     );
 
     let discovery = tokio::spawn(discovery::run(

@@ -3,19 +3,21 @@
 //! kata-monitor's four names are kept so existing dashboards work, with
 //! values that are right for the current request (no one-scrape lag) and
 //! failures that count failed shims. Everything new is `kata_pulse_*`.
-//! The families are listed in docs/metrics.md.
+//! The families are declared in [`crate::families`] and listed in
+//! docs/metrics.md.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prom_text::{MetricType, Rendered};
+use prom_text::Rendered;
 
-use crate::collect::{Collection, Collector};
-use crate::config::RuntimeKind;
+use crate::collect::{Collection, Collector, SandboxScrape};
+use crate::cri::CriStats;
 use crate::discovery::DiscoveryStats;
-use crate::exposition::IDENTITY_LABELS;
-use crate::labels::CriStats;
+use crate::families::{self as f, Desc};
 use crate::process;
 use crate::registry::Registry;
+use crate::registry::RuntimeKind;
+use crate::views::identity;
 
 /// kata-monitor's duration buckets, in milliseconds (1, 2, 4 … 512).
 const BUCKETS_MS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -72,29 +74,13 @@ pub fn render(src: &Sources<'_>, collection: &Collection) -> Rendered {
 
 fn kata_monitor_compat(r: &mut Rendered, src: &Sources<'_>, collection: &Collection) {
     let req = src.requests;
-    r.begin_family(
-        "kata_monitor_running_shim_count",
-        "Running shim count(running sandboxes).",
-        MetricType::Gauge,
-    );
+    f::KATA_MONITOR_RUNNING_SHIM_COUNT.begin(r);
     r.sample("", &[], collection.sandboxes.len() as f64);
-    r.begin_family(
-        "kata_monitor_scrape_count",
-        "Scape count.",
-        MetricType::Counter,
-    );
+    f::KATA_MONITOR_SCRAPE_COUNT.begin(r);
     r.sample("", &[], load(&req.metrics_requests));
-    r.begin_family(
-        "kata_monitor_scrape_failed_count",
-        "Failed scape count.",
-        MetricType::Counter,
-    );
+    f::KATA_MONITOR_SCRAPE_FAILED_COUNT.begin(r);
     r.sample("", &[], load(&src.collector.stats.shim_failures));
-    r.begin_family(
-        "kata_monitor_scrape_durations_histogram_milliseconds",
-        "Time used to scrape from shims",
-        MetricType::Histogram,
-    );
+    f::KATA_MONITOR_SCRAPE_DURATIONS_HISTOGRAM_MILLISECONDS.begin(r);
     let buckets: Vec<f64> = req
         .duration_buckets
         .iter()
@@ -110,90 +96,69 @@ fn kata_monitor_compat(r: &mut Rendered, src: &Sources<'_>, collection: &Collect
     r.sample("_count", &[], count);
 
     let p = process::read_self();
-    let gauges: [(&str, &str, Option<f64>, MetricType); 6] = [
+    let gauges = [
+        (&f::KATA_MONITOR_PROCESS_CPU_SECONDS_TOTAL, p.cpu_seconds),
         (
-            "kata_monitor_process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-            p.cpu_seconds,
-            MetricType::Counter,
-        ),
-        (
-            "kata_monitor_process_resident_memory_bytes",
-            "Resident memory size in bytes.",
+            &f::KATA_MONITOR_PROCESS_RESIDENT_MEMORY_BYTES,
             p.resident_bytes,
-            MetricType::Gauge,
         ),
         (
-            "kata_monitor_process_virtual_memory_bytes",
-            "Virtual memory size in bytes.",
+            &f::KATA_MONITOR_PROCESS_VIRTUAL_MEMORY_BYTES,
             p.virtual_bytes,
-            MetricType::Gauge,
         ),
         (
-            "kata_monitor_process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
+            &f::KATA_MONITOR_PROCESS_START_TIME_SECONDS,
             p.start_time_seconds,
-            MetricType::Gauge,
         ),
-        (
-            "kata_monitor_process_open_fds",
-            "Number of open file descriptors.",
-            p.open_fds,
-            MetricType::Gauge,
-        ),
-        (
-            "kata_monitor_process_max_fds",
-            "Maximum number of open file descriptors.",
-            p.max_fds,
-            MetricType::Gauge,
-        ),
+        (&f::KATA_MONITOR_PROCESS_OPEN_FDS, p.open_fds),
+        (&f::KATA_MONITOR_PROCESS_MAX_FDS, p.max_fds),
     ];
-    for (name, help, value, kind) in gauges {
+    for (desc, value) in gauges {
         if let Some(v) = value {
-            r.begin_family(name, help, kind);
+            desc.begin(r);
             r.sample("", &[], v);
         }
     }
 }
 
 fn per_sandbox(r: &mut Rendered, collection: &Collection) {
-    type Getter = fn(&crate::collect::SandboxScrape) -> Option<f64>;
-    let families: [(&str, &str, MetricType, Getter); 6] = [
-        ("kata_pulse_shim_up", "1 if the last scrape of this sandbox's shim succeeded, else 0.", MetricType::Gauge,
-            |s| Some(if s.result.as_ref().is_some_and(|r| r.ok()) { 1.0 } else { 0.0 })),
-        ("kata_pulse_shim_scrape_duration_seconds", "Duration of the last scrape of this sandbox's shim.", MetricType::Gauge,
-            |s| s.result.as_ref().map(|r| r.duration().as_secs_f64())),
-        ("kata_pulse_shim_samples", "Samples the last successful scrape of this shim produced.", MetricType::Gauge,
-            |s| s.result.as_ref().and_then(|r| r.outcome.as_ref().ok()).map(|e| e.samples as f64)),
-        ("kata_pulse_shim_scrapes_total", "Scrapes of this sandbox's shim (results reused within the metrics interval are not counted).", MetricType::Counter,
-            |s| Some(load(&s.slot.attempts))),
-        ("kata_pulse_shim_scrape_failures_total", "Failed scrapes of this sandbox's shim (connect, timeout, HTTP status, body size, unparseable body).", MetricType::Counter,
-            |s| Some(load(&s.slot.failures))),
-        ("kata_pulse_shim_malformed_lines_total", "Lines of this shim's metrics that were skipped as malformed.", MetricType::Counter,
-            |s| Some(load(&s.slot.parse_errors))),
+    type Getter = fn(&SandboxScrape) -> Option<f64>;
+    let families: [(&Desc, Getter); 6] = [
+        (&f::KATA_PULSE_SHIM_UP, |s| {
+            Some(if s.result.as_ref().is_some_and(|r| r.ok()) {
+                1.0
+            } else {
+                0.0
+            })
+        }),
+        (&f::KATA_PULSE_SHIM_SCRAPE_DURATION_SECONDS, |s| {
+            s.result.as_ref().map(|r| r.duration().as_secs_f64())
+        }),
+        (&f::KATA_PULSE_SHIM_SAMPLES, |s| {
+            let r = s.result.as_ref()?;
+            r.outcome.as_ref().ok().map(|e| e.samples as f64)
+        }),
+        (&f::KATA_PULSE_SHIM_SCRAPES_TOTAL, |s| {
+            Some(load(&s.slot.attempts))
+        }),
+        (&f::KATA_PULSE_SHIM_SCRAPE_FAILURES_TOTAL, |s| {
+            Some(load(&s.slot.failures))
+        }),
+        (&f::KATA_PULSE_SHIM_MALFORMED_LINES_TOTAL, |s| {
+            Some(load(&s.slot.parse_errors))
+        }),
     ];
-    for (name, help, kind, get) in families {
-        r.begin_family(name, help, kind);
+    for (desc, get) in families {
+        desc.begin(r);
         for s in &collection.sandboxes {
             if let Some(v) = get(s) {
-                let (uid, pod, ns) = identity(s);
-                let labels = [
-                    (IDENTITY_LABELS[0], s.sandbox.id.as_str()),
-                    (IDENTITY_LABELS[1], uid),
-                    (IDENTITY_LABELS[2], pod),
-                    (IDENTITY_LABELS[3], ns),
-                ];
-                r.sample("", &labels, v);
+                r.sample("", &identity(&s.sandbox.id, s.meta.as_deref()), v);
             }
         }
     }
-    r.begin_family(
-        "kata_pulse_sandbox_info",
-        "One series per discovered sandbox, with its runtime and what CRI reports about its pod.",
-        MetricType::Gauge,
-    );
+    f::KATA_PULSE_SANDBOX_INFO.begin(r);
     for s in &collection.sandboxes {
-        let (uid, pod, ns) = identity(s);
+        let [id, uid, pod, ns] = identity(&s.sandbox.id, s.meta.as_deref());
         let handler = s
             .meta
             .as_ref()
@@ -203,10 +168,10 @@ fn per_sandbox(r: &mut Rendered, collection: &Collection) {
         r.sample(
             "",
             &[
-                (IDENTITY_LABELS[0], s.sandbox.id.as_str()),
-                (IDENTITY_LABELS[1], uid),
-                (IDENTITY_LABELS[2], pod),
-                (IDENTITY_LABELS[3], ns),
+                id,
+                uid,
+                pod,
+                ns,
                 ("runtime", s.sandbox.runtime.as_str()),
                 ("runtime_handler", handler),
                 ("cri_metadata", known),
@@ -216,27 +181,12 @@ fn per_sandbox(r: &mut Rendered, collection: &Collection) {
     }
 }
 
-fn identity(s: &crate::collect::SandboxScrape) -> (&str, &str, &str) {
-    s.meta
-        .as_ref()
-        .map(|m| (m.uid.as_str(), m.name.as_str(), m.namespace.as_str()))
-        .unwrap_or(("", "", ""))
-}
-
 fn agent(r: &mut Rendered, src: &Sources<'_>) {
-    r.begin_family(
-        "kata_pulse_build_info",
-        "Build of the running agent; the value is always 1.",
-        MetricType::Gauge,
-    );
+    f::KATA_PULSE_BUILD_INFO.begin(r);
     r.sample("", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
 
     let sandboxes = src.registry.list();
-    r.begin_family(
-        "kata_pulse_sandboxes",
-        "Discovered sandboxes by runtime.",
-        MetricType::Gauge,
-    );
+    f::KATA_PULSE_SANDBOXES.begin(r);
     for kind in [
         RuntimeKind::Go,
         RuntimeKind::RuntimeRs,
@@ -245,40 +195,20 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
         let n = sandboxes.iter().filter(|s| s.runtime == kind).count();
         r.sample("", &[("runtime", kind.as_str())], n as f64);
     }
-    r.begin_family(
-        "kata_pulse_sandboxes_without_cri_metadata",
-        "Discovered sandboxes that CRI has not described (yet).",
-        MetricType::Gauge,
-    );
+    f::KATA_PULSE_SANDBOXES_WITHOUT_CRI_METADATA.begin(r);
     r.sample("", &[], src.registry.unlabelled_ids().len() as f64);
 
     let d = src.discovery;
-    r.begin_family(
-        "kata_pulse_discovery_events_total",
-        "Sandboxes added and removed by discovery.",
-        MetricType::Counter,
-    );
+    f::KATA_PULSE_DISCOVERY_EVENTS_TOTAL.begin(r);
     r.sample("", &[("event", "added")], load(&d.added));
     r.sample("", &[("event", "removed")], load(&d.removed));
-    r.begin_family(
-        "kata_pulse_discovery_rescans_total",
-        "Full rescans of the sandbox folders (periodic or after lost inotify events).",
-        MetricType::Counter,
-    );
+    f::KATA_PULSE_DISCOVERY_RESCANS_TOTAL.begin(r);
     r.sample("", &[], load(&d.rescans));
-    r.begin_family(
-        "kata_pulse_discovery_watch_errors_total",
-        "Folders that could not be watched with inotify (rescans cover them).",
-        MetricType::Counter,
-    );
+    f::KATA_PULSE_DISCOVERY_WATCH_ERRORS_TOTAL.begin(r);
     r.sample("", &[], load(&d.watch_errors));
 
     let c = src.cri;
-    r.begin_family(
-        "kata_pulse_cri_up",
-        "1 if the last CRI call succeeded, else 0.",
-        MetricType::Gauge,
-    );
+    f::KATA_PULSE_CRI_UP.begin(r);
     r.sample(
         "",
         &[],
@@ -288,39 +218,25 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
             0.0
         },
     );
-    r.begin_family(
-        "kata_pulse_cri_requests_total",
-        "CRI calls by result (pod listings, and container listings for the cAdvisor view).",
-        MetricType::Counter,
-    );
+    f::KATA_PULSE_CRI_REQUESTS_TOTAL.begin(r);
     r.sample("", &[("result", "success")], load(&c.requests_ok));
     r.sample("", &[("result", "error")], load(&c.requests_failed));
     let last = c.last_success_ms.load(Ordering::Relaxed);
     if last > 0 {
-        r.begin_family(
-            "kata_pulse_cri_last_success_timestamp_seconds",
-            "Unix time of the last successful CRI call.",
-            MetricType::Gauge,
-        );
+        f::KATA_PULSE_CRI_LAST_SUCCESS_TIMESTAMP_SECONDS.begin(r);
         r.sample("", &[], last as f64 / 1000.0);
     }
 
     let req = src.requests;
-    r.begin_family("kata_pulse_type_conflicts_total", "Shim families dropped from a response because another shim reported the family with another type.", MetricType::Counter);
+    f::KATA_PULSE_TYPE_CONFLICTS_TOTAL.begin(r);
     r.sample("", &[], load(&req.type_conflicts));
-    r.begin_family(
-        "kata_pulse_type_conflict_samples_total",
-        "Samples lost with those families.",
-        MetricType::Counter,
-    );
+    f::KATA_PULSE_TYPE_CONFLICT_SAMPLES_TOTAL.begin(r);
     r.sample("", &[], load(&req.conflict_samples));
-    r.begin_family("kata_pulse_shim_reserved_families_total", "Shim families refused because they used the agent's own kata_monitor_, kata_pulse_ or container_ prefixes.", MetricType::Counter);
+    f::KATA_PULSE_SHIM_RESERVED_FAMILIES_TOTAL.begin(r);
     r.sample("", &[], load(&src.collector.stats.dropped_families));
-    r.begin_family(
-        "kata_pulse_scrape_cache_bytes",
-        "Memory held by cached, relabelled shim metrics.",
-        MetricType::Gauge,
-    );
+    f::KATA_PULSE_SHIM_COLLIDING_FAMILIES_TOTAL.begin(r);
+    r.sample("", &[], load(&src.collector.stats.colliding_families));
+    f::KATA_PULSE_SCRAPE_CACHE_BYTES.begin(r);
     r.sample("", &[], src.collector.cached_bytes() as f64);
 }
 

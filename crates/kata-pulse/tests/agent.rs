@@ -7,7 +7,7 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{families, wait_until, Agent, Roots, Sims};
+use common::{families, serve_static_shim, wait_until, Agent, Roots, Sims};
 use kata_sim::{Fault, Flavour};
 
 const A: &str = "aaaa000000000000000000000000000000000000000000000000000000000001";
@@ -331,20 +331,11 @@ fn type_conflict_costs_only_the_conflicting_family() {
     let sims = Sims::new();
     let _a = sims.start(&roots.go, A, Flavour::Go, Fault::None);
     // A second "shim" that reports kata_guest_load as a counter.
-    std::fs::create_dir_all(roots.go.join(B)).unwrap();
-    let listener = std::os::unix::net::UnixListener::bind(Roots::socket(&roots.go, B)).unwrap();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let _ = std::io::Read::read(&mut s, &mut buf);
-            let body = "# TYPE kata_guest_load counter\nkata_guest_load{item=\"load1\"} 5\n# TYPE kata_agent_threads gauge\nkata_agent_threads 3\n";
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = std::io::Write::write_all(&mut s, resp.as_bytes());
-        }
-    });
+    serve_static_shim(
+        &roots.go,
+        B,
+        "# TYPE kata_guest_load counter\nkata_guest_load{item=\"load1\"} 5\n# TYPE kata_agent_threads gauge\nkata_agent_threads 3\n",
+    );
     let agent = start(&roots, &[]);
     assert!(wait_until(Duration::from_secs(2), || sandboxes(&agent)
         .len()
@@ -425,6 +416,13 @@ fn raw_and_cadvisor_families_switch_independently() {
     assert!(fams.contains_key("container_memory_working_set_bytes"));
     // Shim health is still reported.
     assert!(fams.contains_key("kata_pulse_shim_up"));
+    // /sandboxes counts the shim's samples, not the re-exported ones.
+    let json = no_raw
+        .get_with("/sandboxes", &[("Accept", "application/json")])
+        .text();
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let samples = list[0]["last_scrape"]["samples"].as_u64().unwrap();
+    assert!(samples > 100, "{json}");
     drop(no_raw);
 
     let no_cadvisor = start(&roots, &["--cadvisor-metrics=false"]);

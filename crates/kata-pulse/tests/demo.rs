@@ -145,14 +145,7 @@ fn demo_shows_labelled_series_containers_and_pods() {
 #[test]
 fn demo_with_a_taken_port_fails_and_never_says_up() {
     // Another process holds the port and even answers HTTP on it.
-    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = held.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for mut s in held.incoming().map_while(Result::ok) {
-            use std::io::Write;
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nready\n");
-        }
-    });
+    let addr = testbed::FakeBody::new("ready\n").serve_tcp();
     let mut child = demo(&addr, &[]);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     let mut out = String::new();

@@ -350,21 +350,7 @@ const MIXIN_RULES: &str = r#"groups:
 /// Serves a static exposition on a loopback port (stands in for
 /// kube-state-metrics' `kube_pod_info`).
 fn static_target(body: String) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes());
-        }
-    });
-    addr
+    testbed::FakeBody::new(body).serve_tcp()
 }
 
 fn cri_usage(ctd: &Containerd, id: &str) -> kata_pulse::cri::ContainerUsage {

@@ -131,3 +131,18 @@ fn cri_errors_name_their_cause() {
         agent.log_text()
     );
 }
+
+#[test]
+fn sigterm_stops_the_agent_cleanly() {
+    let roots = Roots::new();
+    let mut agent = Agent::start(&["--sandbox-dirs", &roots.arg()]);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut status = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        status = agent.child.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(0));
+    assert!(agent.log_text().contains("shutting down"));
+}

@@ -13,8 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use cri_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::runtime::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, PodSandboxConfig,
     PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StopPodSandboxRequest,
 };
@@ -176,16 +175,7 @@ impl CriPods {
             hostname: String::new(),
             log_directory: log_dir.display().to_string(),
             labels,
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Node as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            linux: Some(cri_api::host_network_linux()),
             ..Default::default()
         };
         let mut client = self.client.clone();

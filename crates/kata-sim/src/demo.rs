@@ -155,28 +155,9 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         (None, Some(rt)) => rt.endpoint(),
         (None, None) => unreachable!("a runtime is started when no endpoint is given"),
     };
-    let mut cri = CriOptions::new(endpoint.clone());
-    cri.namespace = "demo".into();
-    cri.pod_names = pod_names(&opts);
-    cri.call_timeout = Duration::from_secs(10);
-    cri.log_root = Some(base.path().join("pod-logs"));
-    if runtime.is_some() {
-        // A real runtime would need the image present; the simulated one takes any.
-        cri.containers_per_pod = DEMO_CONTAINERS.len();
-        cri.container_image = Some(DEMO_IMAGE.into());
-        cri.container_names = DEMO_CONTAINERS.iter().map(|s| s.to_string()).collect();
-    }
+    let cri = demo_cri(&opts, &endpoint, base.path(), runtime.is_some());
     let go_total = opts.go + opts.slow + opts.failing;
-    let mut faults: Vec<FaultSpec> = (0..opts.slow)
-        .map(|k| FaultSpec {
-            target: SandboxSelector::Index(opts.go + k),
-            fault: Fault::Slow(DEFAULT_SLOW),
-        })
-        .collect();
-    faults.extend((0..opts.failing).map(|k| FaultSpec {
-        target: SandboxSelector::Index(opts.go + opts.slow + k),
-        fault: Fault::Http500,
-    }));
+    let faults = demo_faults(&opts);
     let node = Node::start(NodeOptions {
         go_root: go_root.clone(),
         rs_root: rs_root.clone(),
@@ -193,18 +174,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
-    let mut child = Command::new(&agent)
-        .arg("--sandbox-dirs")
-        .arg(format!("{},{}", go_root.display(), rs_root.display()))
-        .arg("--listen-address")
-        .arg(&opts.listen)
-        .arg("--runtime-endpoint")
-        .arg(&endpoint)
-        .args(&opts.agent_args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", agent.display()))?;
+    let mut child = spawn_agent(&agent, &go_root, &rs_root, &opts, &endpoint)?;
 
     let outcome = tokio::select! {
         r = wait_until_ready(&opts.listen, opts.startup_timeout, &mut child, sandboxes.len()) => r,
@@ -243,6 +213,59 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     }
     drop(base);
     result
+}
+
+/// The CRI side of the demo's node: pods in namespace `demo`, with the demo
+/// containers when the runtime is the simulated one (which takes any image).
+fn demo_cri(opts: &DemoOptions, endpoint: &str, base: &Path, simulated: bool) -> CriOptions {
+    let mut cri = CriOptions::new(endpoint.to_string());
+    cri.namespace = "demo".into();
+    cri.pod_names = pod_names(opts);
+    cri.call_timeout = Duration::from_secs(10);
+    cri.log_root = Some(base.join("pod-logs"));
+    if simulated {
+        // A real runtime would need the image present; the simulated one takes any.
+        cri.containers_per_pod = DEMO_CONTAINERS.len();
+        cri.container_image = Some(DEMO_IMAGE.into());
+        cri.container_names = DEMO_CONTAINERS.iter().map(|s| s.to_string()).collect();
+    }
+    cri
+}
+
+/// The slow Go shims after the healthy ones, then the failing ones.
+fn demo_faults(opts: &DemoOptions) -> Vec<FaultSpec> {
+    let mut faults: Vec<FaultSpec> = (0..opts.slow)
+        .map(|k| FaultSpec {
+            target: SandboxSelector::Index(opts.go + k),
+            fault: Fault::Slow(DEFAULT_SLOW),
+        })
+        .collect();
+    faults.extend((0..opts.failing).map(|k| FaultSpec {
+        target: SandboxSelector::Index(opts.go + opts.slow + k),
+        fault: Fault::Http500,
+    }));
+    faults
+}
+
+fn spawn_agent(
+    agent: &Path,
+    go_root: &Path,
+    rs_root: &Path,
+    opts: &DemoOptions,
+    endpoint: &str,
+) -> Result<tokio::process::Child> {
+    Command::new(agent)
+        .arg("--sandbox-dirs")
+        .arg(format!("{},{}", go_root.display(), rs_root.display()))
+        .arg("--listen-address")
+        .arg(&opts.listen)
+        .arg("--runtime-endpoint")
+        .arg(endpoint)
+        .args(&opts.agent_args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", agent.display()))
 }
 
 /// A temporary directory short enough for `<dir>/vc/sbs/<64 hex>/shim-monitor.sock` to fit
@@ -417,26 +440,7 @@ impl Banner<'_> {
                 self.cri
             ));
         }
-        s.push_str(&format!("  {:<10} {:<28} sandbox\n", "runtime", "pod"));
-        for sb in self.sandboxes {
-            let pod = sb
-                .pod
-                .as_ref()
-                .map(|p| format!("{}/{}", p.namespace, p.name))
-                .unwrap_or_else(|| "-".into());
-            let note = match &sb.fault {
-                Fault::None => String::new(),
-                Fault::Slow(d) => format!("  <- slow: answers after {d:?}"),
-                Fault::Http500 => "  <- failing: its shim answers HTTP 500".to_string(),
-                other => format!("  <- fault: {other}"),
-            };
-            s.push_str(&format!(
-                "  {:<10} {:<28} {}…{note}\n",
-                sb.layout.as_str(),
-                pod,
-                &sb.id[..12.min(sb.id.len())]
-            ));
-        }
+        s.push_str(&self.table());
         let example = self
             .sandboxes
             .iter()
@@ -464,6 +468,42 @@ curl -s '{url}/metrics?filter_family=kata_pulse_shim_up'   # which shims answere
 curl -s -H 'Accept: application/json' {url}/sandboxes\n  \
 curl -s '{url}/metrics?sandbox={example}'   # one shim's body, unchanged\n"
         ));
+        s.push_str(&self.bad_day());
+        s.push_str(
+            "\nPress Ctrl-C to stop (the agent and the simulated sandboxes are cleaned up).\n",
+        );
+        s
+    }
+
+    /// A line per sandbox: runtime, pod, id and its fault.
+    fn table(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("  {:<10} {:<28} sandbox\n", "runtime", "pod"));
+        for sb in self.sandboxes {
+            let pod = sb
+                .pod
+                .as_ref()
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .unwrap_or_else(|| "-".into());
+            let note = match &sb.fault {
+                Fault::None => String::new(),
+                Fault::Slow(d) => format!("  <- slow: answers after {d:?}"),
+                Fault::Http500 => "  <- failing: its shim answers HTTP 500".to_string(),
+                other => format!("  <- fault: {other}"),
+            };
+            s.push_str(&format!(
+                "  {:<10} {:<28} {}…{note}\n",
+                sb.layout.as_str(),
+                pod,
+                &sb.id[..12.min(sb.id.len())]
+            ));
+        }
+        s
+    }
+
+    /// What is broken on purpose, and how to leave it out.
+    fn bad_day(&self) -> String {
+        let mut s = String::new();
         let slow = self.count(|f| matches!(f, Fault::Slow(_)));
         let failing = self.count(|f| *f == Fault::Http500);
         if slow + failing > 0 {
@@ -483,9 +523,6 @@ Results are reused for 5s\n    (--metrics-interval-secs), so about every other s
 series are absent,\n    the rest of the node is served. Leave it out: --failing 0.\n",
             );
         }
-        s.push_str(
-            "\nPress Ctrl-C to stop (the agent and the simulated sandboxes are cleaned up).\n",
-        );
         s
     }
 

@@ -297,27 +297,10 @@ async fn run(a: RunArgs) -> Result<()> {
         node.rs_root().display()
     );
     let json = a.events_json;
-    let mut rx = node.subscribe();
+    let rx = node.subscribe();
     // Control replies go through the printer too, after the events their command caused.
-    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let printer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                biased;
-                r = rx.recv() => match r {
-                    Ok(e) => println!("{}", event_line(json, &e)),
-                    Err(RecvError::Lagged(n)) => {
-                        let e = Event::Error {
-                            message: format!("{n} events dropped (output too slow)"),
-                        };
-                        println!("{}", event_line(json, &e));
-                    }
-                    Err(RecvError::Closed) => break,
-                },
-                Some(line) = reply_rx.recv() => println!("{line}"),
-            }
-        }
-    });
+    let (reply_tx, reply_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let printer = spawn_printer(rx, reply_rx, json);
     let control = async {
         if !a.control_stdin {
             return std::future::pending::<()>().await;
@@ -348,6 +331,33 @@ async fn run(a: RunArgs) -> Result<()> {
     let result = node.shutdown().await;
     let _ = printer.await;
     result
+}
+
+/// Prints node events, and the control replies after the events their
+/// command caused.
+fn spawn_printer(
+    mut rx: tokio::sync::broadcast::Receiver<Event>,
+    mut reply_rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    json: bool,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                r = rx.recv() => match r {
+                    Ok(e) => println!("{}", event_line(json, &e)),
+                    Err(RecvError::Lagged(n)) => {
+                        let e = Event::Error {
+                            message: format!("{n} events dropped (output too slow)"),
+                        };
+                        println!("{}", event_line(json, &e));
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                Some(line) = reply_rx.recv() => println!("{line}"),
+            }
+        }
+    })
 }
 
 /// Executes one control command; returns a reply line to print, if any.

@@ -74,6 +74,32 @@ struct State {
     containers: BTreeMap<String, Ctr>,
 }
 
+impl State {
+    fn container(&self, id: &str) -> Result<&Ctr, Status> {
+        self.containers.get(id).ok_or_else(|| not_found(id))
+    }
+}
+
+fn not_found(container_id: &str) -> Status {
+    Status::not_found(format!("container {container_id} not found"))
+}
+
+impl Ctr {
+    fn metadata(&self) -> ContainerMetadata {
+        ContainerMetadata {
+            name: self.name.clone(),
+            attempt: 0,
+        }
+    }
+
+    fn image_spec(&self) -> ImageSpec {
+        ImageSpec {
+            image: self.image.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// The CRI service; cheap to clone, clones share the state.
 #[derive(Clone)]
 pub struct SimRuntime {
@@ -158,10 +184,7 @@ impl SimRuntime {
         ContainerStats {
             attributes: Some(ContainerAttributes {
                 id: id.to_string(),
-                metadata: Some(ContainerMetadata {
-                    name: c.name.clone(),
-                    attempt: 0,
-                }),
+                metadata: Some(c.metadata()),
                 labels: HashMap::new(),
                 annotations: HashMap::new(),
             }),
@@ -347,10 +370,7 @@ impl RuntimeService for SimRuntime {
     ) -> Result<Response<StartContainerResponse>, Status> {
         let id = req.into_inner().container_id;
         let mut st = self.lock()?;
-        let c = st
-            .containers
-            .get_mut(&id)
-            .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
+        let c = st.containers.get_mut(&id).ok_or_else(|| not_found(&id))?;
         c.started = Some((now_ns(), Instant::now()));
         c.running = true;
         Ok(Response::new(StartContainerResponse {}))
@@ -387,14 +407,8 @@ impl RuntimeService for SimRuntime {
             .map(|(id, c)| Container {
                 id: id.clone(),
                 pod_sandbox_id: c.pod.clone(),
-                metadata: Some(ContainerMetadata {
-                    name: c.name.clone(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: c.image.clone(),
-                    ..Default::default()
-                }),
+                metadata: Some(c.metadata()),
+                image: Some(c.image_spec()),
                 image_ref: c.image.clone(),
                 state: Self::state_of(c),
                 created_at: c.created_ns,
@@ -410,24 +424,15 @@ impl RuntimeService for SimRuntime {
     ) -> Result<Response<ContainerStatusResponse>, Status> {
         let id = req.into_inner().container_id;
         let st = self.lock()?;
-        let c = st
-            .containers
-            .get(&id)
-            .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
+        let c = st.container(&id)?;
         Ok(Response::new(ContainerStatusResponse {
             status: Some(ContainerStatus {
                 id: id.clone(),
-                metadata: Some(ContainerMetadata {
-                    name: c.name.clone(),
-                    attempt: 0,
-                }),
+                metadata: Some(c.metadata()),
                 state: Self::state_of(c),
                 created_at: c.created_ns,
                 started_at: c.started.map(|(ns, _)| ns).unwrap_or(0),
-                image: Some(ImageSpec {
-                    image: c.image.clone(),
-                    ..Default::default()
-                }),
+                image: Some(c.image_spec()),
                 image_ref: c.image.clone(),
                 resources: Some(ContainerResources {
                     linux: Some(LinuxContainerResources {
@@ -450,10 +455,7 @@ impl RuntimeService for SimRuntime {
     ) -> Result<Response<ContainerStatsResponse>, Status> {
         let id = req.into_inner().container_id;
         let st = self.lock()?;
-        let c = st
-            .containers
-            .get(&id)
-            .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
+        let c = st.container(&id)?;
         Ok(Response::new(ContainerStatsResponse {
             stats: Some(Self::stats_of(&id, c)),
         }))

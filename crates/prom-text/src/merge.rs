@@ -17,8 +17,6 @@ pub type FamilyFilter<'a> = &'a dyn Fn(&str) -> bool;
 /// What a merge did, for the agent's own metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MergeStats {
-    pub families: u32,
-    pub samples: u64,
     /// Family instances dropped because their type conflicted.
     pub type_conflicts: u32,
     /// Samples lost with them.
@@ -65,9 +63,7 @@ fn walk(parts: &[&Rendered], keep: FamilyFilter<'_>, mut out: Option<&mut Vec<u8
             }
             _ => {
                 current = Some((name, fam.kind));
-                stats.families += 1;
                 let Some(out) = out.as_deref_mut() else {
-                    stats.samples += u64::from(fam.samples);
                     continue;
                 };
                 if let Some(help) = part.help(fam) {
@@ -84,7 +80,6 @@ fn walk(parts: &[&Rendered], keep: FamilyFilter<'_>, mut out: Option<&mut Vec<u8
                 out.push(b'\n');
             }
         }
-        stats.samples += u64::from(fam.samples);
         if let Some(out) = out.as_deref_mut() {
             out.extend_from_slice(part.lines(fam));
         }
@@ -116,8 +111,7 @@ mod tests {
             "# TYPE b counter\nb{sandbox_id=\"A\"} 2\n# HELP x X.\n# TYPE x gauge\n\
 x{sandbox_id=\"A\"} 1\nx{sandbox_id=\"B\"} 3\n"
         );
-        assert_eq!(stats.families, 2);
-        assert_eq!(stats.samples, 3);
+        assert_eq!(stats.type_conflicts, 0);
     }
 
     #[test]

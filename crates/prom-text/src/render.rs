@@ -152,38 +152,7 @@ impl Rendered {
                 written += 1;
                 out.buf.extend_from_slice(prefix.as_bytes());
                 out.buf.extend_from_slice(s.name.as_bytes());
-                if !labels.is_empty() || !escaped.is_empty() {
-                    out.buf.push(b'{');
-                    let mut first = true;
-                    let mut sep = |buf: &mut Vec<u8>| {
-                        if !first {
-                            buf.push(b',');
-                        }
-                        first = false;
-                    };
-                    for l in labels.iter().filter(|l| Some(l.name) != special) {
-                        if shadowed_by_exported(labels, l, &escaped) {
-                            continue;
-                        }
-                        let clashes = escaped.iter().any(|(n, _)| *n == l.name);
-                        sep(&mut out.buf);
-                        if clashes {
-                            out.buf.extend_from_slice(b"exported_");
-                        }
-                        write_label(&mut out.buf, l.name, l.value);
-                    }
-                    for (n, v) in &escaped {
-                        sep(&mut out.buf);
-                        write_label(&mut out.buf, n, v);
-                    }
-                    if let Some(sp) = special {
-                        if let Some(l) = labels.iter().find(|l| l.name == sp) {
-                            sep(&mut out.buf);
-                            write_label(&mut out.buf, l.name, l.value);
-                        }
-                    }
-                    out.buf.push(b'}');
-                }
+                write_labels(&mut out.buf, labels, &escaped, special);
                 out.buf.push(b' ');
                 if s.value.is_finite() {
                     out.buf.extend_from_slice(s.value_text.as_bytes());
@@ -305,6 +274,50 @@ fn shadowed_by_exported(
         && labels
             .iter()
             .any(|o| o.name.strip_prefix("exported_") == Some(l.name))
+}
+
+/// Writes a relabelled sample's label set: its own labels (`exported_`
+/// where they clash with an `extra` one), the `extra` ones, then the
+/// `special` one (`le`, `quantile`) last.
+fn write_labels(
+    buf: &mut Vec<u8>,
+    labels: &[Label<'_>],
+    extra: &[(&str, Cow<'_, str>)],
+    special: Option<&str>,
+) {
+    if labels.is_empty() && extra.is_empty() {
+        return;
+    }
+    buf.push(b'{');
+    let mut first = true;
+    let mut sep = |buf: &mut Vec<u8>| {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+    };
+    for l in labels.iter().filter(|l| Some(l.name) != special) {
+        if shadowed_by_exported(labels, l, extra) {
+            continue;
+        }
+        let clashes = extra.iter().any(|(n, _)| *n == l.name);
+        sep(buf);
+        if clashes {
+            buf.extend_from_slice(b"exported_");
+        }
+        write_label(buf, l.name, l.value);
+    }
+    for (n, v) in extra {
+        sep(buf);
+        write_label(buf, n, v);
+    }
+    if let Some(sp) = special {
+        if let Some(l) = labels.iter().find(|l| l.name == sp) {
+            sep(buf);
+            write_label(buf, l.name, l.value);
+        }
+    }
+    buf.push(b'}');
 }
 
 fn write_label(buf: &mut Vec<u8>, name: &str, escaped_value: &str) {

@@ -30,7 +30,7 @@
 //!   usually stays 0.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,7 +38,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::http::{http_get, http_post};
-use crate::util::{free_port, keep_dirs, require_program, verbose, wait_until, ChildGuard};
+use crate::util::{free_port, require_program, wait_until, Daemon};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -299,7 +299,6 @@ impl AlertmanagerBuilder {
         std::fs::write(&config, serde_json::to_string_pretty(&self.config())?)?;
         let data = dir.path().join("data");
         let log = dir.path().join("alertmanager.log");
-        let started = std::time::Instant::now();
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", data.display()))
@@ -310,44 +309,33 @@ impl AlertmanagerBuilder {
             .arg("--cluster.listen-address=")
             .args(&self.args)
             .current_dir(dir.path());
-        let child = ChildGuard::spawn_logging_to("alertmanager", &mut cmd, &log)?;
-        let mut am = Alertmanager {
-            child,
+        let daemon = Daemon::spawn(
+            "Alertmanager",
+            &mut cmd,
+            &log,
             addr,
             config,
-            dir: Some(dir),
-        };
-        let url = format!("{}/-/ready", am.url());
-        wait_until(self.ready_timeout, Duration::from_millis(100), || {
-            am.child.ensure_running()?;
-            Ok(http_get(&url, HTTP_TIMEOUT)
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| ()))
-        })
-        .with_context(|| {
-            format!(
-                "waiting for Alertmanager at {addr} to be ready; last log lines:\n{}",
-                am.log_tail(40)
-            )
-        })?;
-        if verbose() {
-            eprintln!(
-                "testbed: Alertmanager ready on {addr} in {:?}",
-                started.elapsed()
-            );
-        }
-        Ok(am)
+            dir,
+            self.ready_timeout,
+        )?;
+        Ok(Alertmanager { daemon })
     }
 }
 
 /// A running Alertmanager with its own config and storage in a temporary
 /// folder. It is killed and the folder removed on drop.
+/// Its `url()` is also its `--web.external-url`, so payloads carry it as
+/// `externalURL`.
 pub struct Alertmanager {
-    child: ChildGuard,
-    addr: SocketAddr,
-    config: PathBuf,
-    dir: Option<tempfile::TempDir>,
+    daemon: Daemon,
+}
+
+impl std::ops::Deref for Alertmanager {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Alertmanager {
@@ -359,28 +347,6 @@ impl Alertmanager {
 
     pub fn builder(webhook_url: &str) -> AlertmanagerBuilder {
         AlertmanagerBuilder::new(webhook_url)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:<port>`. This is also its `--web.external-url`, so
-    /// payloads carry it as `externalURL`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config
-    }
-
-    pub fn log_path(&self) -> Option<&Path> {
-        self.child.log_path()
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.child.log_tail(lines)
     }
 
     /// POSTs `alerts` to `/api/v2/alerts`. The value is a JSON array of
@@ -498,17 +464,6 @@ impl Alertmanager {
     }
 }
 
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.stop(Duration::from_secs(5));
-        if keep_dirs() {
-            if let Some(d) = self.dir.take() {
-                eprintln!("keeping Alertmanager dir {}", d.keep().display());
-            }
-        }
-    }
-}
-
 /// Webhook delivery counters of an [`Alertmanager`] (`integration="webhook"`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct WebhookStats {
@@ -566,70 +521,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Sums the samples of `name` in exposition `text` whose labels include
-/// all of `want`.
+/// all of `want` (parsed by prom-text).
 fn sum_samples(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    let mut sum = None;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labels, value) = match rest.as_bytes().first() {
-            Some(b'{') => match rest.find('}') {
-                // Label values of these counters hold no `}`.
-                Some(end) => (parse_labels(&rest[1..end]), &rest[end + 1..]),
-                None => continue,
-            },
-            Some(b' ') => (Vec::new(), rest),
-            _ => continue, // another metric sharing the prefix
-        };
-        if !want
-            .iter()
-            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
-        {
-            continue;
-        }
-        if let Some(v) = value
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            *sum.get_or_insert(0.0) += v;
-        }
-    }
-    sum
-}
-
-/// Parses the labels `a="x",b="y"` between the braces, undoing `\"`, `\\`
-/// and `\n` escapes.
-fn parse_labels(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(eq) = rest.find("=\"") {
-        let key = rest[..eq].trim_start_matches([',', ' ']).to_string();
-        let mut value = String::new();
-        let mut chars = rest[eq + 2..].char_indices();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    end = Some(eq + 2 + i + 1);
-                    break;
-                }
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => {}
-                },
-                c => value.push(c),
-            }
-        }
-        out.push((key, value));
-        match end {
-            Some(e) => rest = &rest[e..],
-            None => break,
-        }
-    }
-    out
+    let exp = prom_text::parse(text.as_bytes());
+    let matching = exp.samples.iter().filter(|s| {
+        s.name == name
+            && want.iter().all(|(k, v)| {
+                exp.label(s, k)
+                    .is_some_and(|raw| prom_text::unescape_label_value(raw) == *v)
+            })
+    });
+    matching.map(|s| s.value).reduce(|a, b| a + b)
 }
 
 #[cfg(test)]

@@ -43,6 +43,15 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<HttpResponse> {
     http_request("GET", url, &[], None, timeout)
 }
 
+/// [`http_get`] with extra request headers (`Accept`, `Accept-Encoding` …).
+pub fn http_get_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<HttpResponse> {
+    http_request("GET", url, headers, None, timeout)
+}
+
 /// POSTs `body` with the given `Content-Type` to `url`; same rules and
 /// timeouts as [`http_get`]. Any status is returned, not only 2xx.
 pub fn http_post(
@@ -89,9 +98,15 @@ fn http_request(
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: */*\r\nUser-Agent: kata-pulse-testbed\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: kata-pulse-testbed\r\n"
     )
     .into_bytes();
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("accept"))
+    {
+        req.extend_from_slice(b"Accept: */*\r\n");
+    }
     for (name, value) in headers {
         req.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }

@@ -19,6 +19,7 @@
 mod alertmanager;
 mod containerd;
 mod cri;
+mod fake;
 mod http;
 mod image;
 mod prometheus;
@@ -29,7 +30,8 @@ pub use alertmanager::{
 };
 pub use containerd::{host_network_pod, Containerd, CRI_NAMESPACE};
 pub use cri::{with_cri, with_cri_channel, CriClient, CriImageClient};
-pub use http::{http_get, http_post, http_post_with, url_encode, HttpResponse};
+pub use fake::FakeBody;
+pub use http::{http_get, http_get_with, http_post, http_post_with, url_encode, HttpResponse};
 pub use image::{
     build_pause_image, oci_arch, oci_image_tar, pause_image_tar, LayerFile, PAUSE_IMAGE,
 };
@@ -37,6 +39,6 @@ pub use prometheus::{
     promtool_check_metrics, promtool_check_rules, vector_samples, Prometheus, PrometheusBuilder,
 };
 pub use util::{
-    file_tail, find_program, free_port, target_dir, wait_until, workspace_bin, ChildGuard,
+    file_tail, find_program, free_port, target_dir, wait_until, workspace_bin, ChildGuard, Daemon,
     BIN_DIR_ENV, KEEP_ENV, VERBOSE_ENV,
 };

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::http::{http_get, url_encode};
-use crate::util::{free_port, keep_dirs, require_program, verbose, wait_until, ChildGuard};
+use crate::util::{free_port, require_program, wait_until, Daemon};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,51 +148,37 @@ impl PrometheusBuilder {
         std::fs::write(&config, self.config_yaml(addr)?)?;
         let data = dir.path().join("data");
         let log = dir.path().join("prometheus.log");
-        let started = std::time::Instant::now();
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address={addr}"))
             .args(&self.args)
             .current_dir(dir.path());
-        let child = ChildGuard::spawn_logging_to("prometheus", &mut cmd, &log)?;
-        let mut prom = Prometheus {
-            child,
+        let daemon = Daemon::spawn(
+            "Prometheus",
+            &mut cmd,
+            &log,
             addr,
             config,
-            dir: Some(dir),
-        };
-        let url = format!("{}/-/ready", prom.url());
-        wait_until(self.ready_timeout, Duration::from_millis(100), || {
-            prom.child.ensure_running()?;
-            Ok(http_get(&url, HTTP_TIMEOUT)
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| ()))
-        })
-        .with_context(|| {
-            format!(
-                "waiting for Prometheus at {addr} to be ready; last log lines:\n{}",
-                prom.log_tail(40)
-            )
-        })?;
-        if verbose() {
-            eprintln!(
-                "testbed: Prometheus ready on {addr} in {:?}",
-                started.elapsed()
-            );
-        }
-        Ok(prom)
+            dir,
+            self.ready_timeout,
+        )?;
+        Ok(Prometheus { daemon })
     }
 }
 
 /// A running Prometheus with its own config and storage in a temporary
 /// folder; killed and removed on drop.
 pub struct Prometheus {
-    child: ChildGuard,
-    addr: SocketAddr,
-    config: PathBuf,
-    dir: Option<tempfile::TempDir>,
+    daemon: Daemon,
+}
+
+impl std::ops::Deref for Prometheus {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Prometheus {
@@ -205,27 +191,6 @@ impl Prometheus {
 
     pub fn builder() -> PrometheusBuilder {
         PrometheusBuilder::default()
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config
-    }
-
-    pub fn log_path(&self) -> Option<&Path> {
-        self.child.log_path()
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.child.log_tail(lines)
     }
 
     /// GETs an API path such as `/api/v1/targets` and returns its `data`,
@@ -284,17 +249,6 @@ impl Prometheus {
     /// `/api/v1/rules` data (loaded rule groups and their health).
     pub fn rules(&self) -> Result<Value> {
         self.api("/api/v1/rules")
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.stop(Duration::from_secs(5));
-        if keep_dirs() {
-            if let Some(d) = self.dir.take() {
-                eprintln!("keeping Prometheus dir {}", d.keep().display());
-            }
-        }
     }
 }
 

@@ -65,6 +65,97 @@ pub fn wait_until<T>(
     }
 }
 
+/// A server process of the test bed (Prometheus, Alertmanager) on a
+/// loopback port, with its config file and temporary folder; stopped on
+/// drop, its folder kept with `KATA_PULSE_TESTBED_KEEP=1`.
+pub struct Daemon {
+    name: &'static str,
+    child: ChildGuard,
+    addr: std::net::SocketAddr,
+    config: std::path::PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Runs `cmd` (its output to `log`) and waits until `<addr>/-/ready`
+    /// answers 200.
+    pub(crate) fn spawn(
+        name: &'static str,
+        cmd: &mut Command,
+        log: &Path,
+        addr: std::net::SocketAddr,
+        config: std::path::PathBuf,
+        dir: tempfile::TempDir,
+        ready_timeout: Duration,
+    ) -> Result<Daemon> {
+        let started = Instant::now();
+        let child = ChildGuard::spawn_logging_to(&name.to_lowercase(), cmd, log)?;
+        let mut daemon = Daemon {
+            name,
+            child,
+            addr,
+            config,
+            dir: Some(dir),
+        };
+        let url = format!("{}/-/ready", daemon.url());
+        wait_ready(&mut daemon.child, &url, ready_timeout, name)?;
+        if verbose() {
+            eprintln!("testbed: {name} ready on {addr} in {:?}", started.elapsed());
+        }
+        Ok(daemon)
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    pub fn log_path(&self) -> Option<&Path> {
+        self.child.log_path()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.child.log_tail(lines)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.stop(Duration::from_secs(5));
+        if keep_dirs() {
+            if let Some(d) = self.dir.take() {
+                eprintln!("keeping {} dir {}", self.name, d.keep().display());
+            }
+        }
+    }
+}
+
+/// Waits until `url` answers 200 while `child` runs; the error names
+/// `what` and ends with the last lines of its log.
+fn wait_ready(child: &mut ChildGuard, url: &str, timeout: Duration, what: &str) -> Result<()> {
+    wait_until(timeout, Duration::from_millis(100), || {
+        child.ensure_running()?;
+        Ok(crate::http::http_get(url, Duration::from_secs(10))
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| ()))
+    })
+    .with_context(|| {
+        format!(
+            "waiting for {what} at {url} to be ready; last log lines:\n{}",
+            child.log_tail(40)
+        )
+    })
+}
+
 /// The last `lines` lines of a text file (lossy UTF-8), for error messages.
 ///
 /// Reads at most the last 256 KiB so a huge log cannot blow up a message.

@@ -5,17 +5,16 @@
 //! shim's status is passed on (kata-monitor turned a shim 404 into 200), and
 //! the index page's links are rewritten to keep `sandbox=`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, Uri};
 use http_body_util::BodyExt;
 
-use super::{lookup_sandbox, text_response, App};
+use super::{text_response, App, HttpError, Params};
 
 /// Longest profile or trace a client may ask for.
 pub(crate) const MAX_PROFILE: Duration = Duration::from_secs(600);
@@ -41,20 +40,18 @@ pub async fn redirect_index(uri: Uri) -> Response {
 
 pub async fn proxy(
     State(app): State<Arc<App>>,
-    Query(query): Query<HashMap<String, String>>,
+    params: Params,
     uri: Uri,
-) -> Response {
-    let sandbox = match lookup_sandbox(&app, &query) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
+) -> Result<Response, HttpError> {
+    let sandbox = app.sandbox(&params)?;
     let target = uri
         .path_and_query()
         .map(|pq| pq.as_str().to_string())
         .unwrap_or_else(|| uri.path().to_string());
     // Profiles answer only after `seconds`: allow for it before the headers.
-    let seconds = query
-        .get("seconds")
+    let seconds = params
+        .seconds
+        .as_deref()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         // Clamp before converting: a huge float would not fit a Duration.
@@ -69,13 +66,10 @@ pub async fn proxy(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(sandbox_id = %sandbox.id, error = %e, uri = %target, "debug proxy request failed");
-            return text_response(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "failed to request {target} from sandbox {}: {e}\n",
-                    sandbox.id
-                ),
-            );
+            return Err(HttpError::Shim(format!(
+                "failed to request {target} from sandbox {}: {e}",
+                sandbox.id
+            )));
         }
     };
     let (parts, body) = resp.into_parts();
@@ -87,10 +81,10 @@ pub async fn proxy(
                 Response::new(Body::from(rewrite_links(&html, &sandbox.id)))
             }
             _ => {
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("failed to read the pprof index of sandbox {}\n", sandbox.id),
-                )
+                return Err(HttpError::Shim(format!(
+                    "failed to read the pprof index of sandbox {}",
+                    sandbox.id
+                )))
             }
         }
     } else {
@@ -109,7 +103,7 @@ pub async fn proxy(
         http::header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    out
+    Ok(out)
 }
 
 /// Adds `sandbox=<id>` to the relative links of Go's pprof index

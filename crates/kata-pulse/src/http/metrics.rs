@@ -1,32 +1,31 @@
 //! `/metrics`: the aggregate of every shim plus the agent's own metrics, or
 //! one shim's raw body with `?sandbox=`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use prom_text::Rendered;
 
 use super::negotiate::gzip_accepted;
-use super::{lookup_sandbox, text_response, App};
-use crate::cadvisor;
+use super::{App, HttpError, Params};
 use crate::collect::Collection;
 use crate::self_metrics::{self, Sources};
+use crate::views;
 
 pub async fn metrics(
     State(app): State<Arc<App>>,
-    Query(query): Query<HashMap<String, String>>,
+    params: Params,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, HttpError> {
     app.requests
         .metrics_requests
         .fetch_add(1, Ordering::Relaxed);
-    if query.get("sandbox").is_some_and(|s| !s.is_empty()) {
-        return raw_sandbox(&app, &query, &headers).await;
+    if params.wants_sandbox() {
+        return raw_sandbox(&app, &params, &headers).await;
     }
     // The semaphore is never closed; holding a permit bounds how many whole
     // responses exist in memory at once.
@@ -35,7 +34,7 @@ pub async fn metrics(
     let ms = u64::try_from(collection.duration.as_millis()).unwrap_or(u64::MAX);
     app.requests.observe_collection_ms(ms);
 
-    let prefixes: Vec<String> = family_prefixes(query.get("filter_family").map(|s| s.as_str()))
+    let prefixes: Vec<String> = family_prefixes(params.filter_family.as_deref())
         .into_iter()
         .map(String::from)
         .collect();
@@ -45,28 +44,21 @@ pub async fn metrics(
     let work_app = app.clone();
     let encoded =
         tokio::task::spawn_blocking(move || build(&work_app, &collection, &prefixes, gzip)).await;
-    match encoded {
-        Ok((body, zipped)) => exposition_response(body, zipped, None),
-        Err(e) => text_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("building the response failed: {e}\n"),
-        ),
-    }
+    let (body, zipped) =
+        encoded.map_err(|e| HttpError::Internal(format!("building the response failed: {e}")))?;
+    Ok(exposition_response(body, zipped, None))
 }
 
-/// The whole aggregate response body: own metrics, cAdvisor view and every
-/// shim, merged; gzip-compressed when `gzip` (the flag says if it is).
+/// The whole aggregate response body: own metrics and every view's parts,
+/// merged; gzip-compressed when `gzip` (the flag says if it is).
 fn build(app: &App, collection: &Collection, prefixes: &[String], gzip: bool) -> (Vec<u8>, bool) {
     let keep =
         |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()));
-    let shims: Vec<&Rendered> = collection
-        .sandboxes
-        .iter()
-        .filter_map(|s| s.result.as_ref())
-        .filter_map(|r| r.outcome.as_ref().ok())
-        .map(|e| &e.rendered)
-        .collect();
-    let conflicts = prom_text::merge_stats(&shims, &keep);
+    let view_parts = views::render(app.collector.views(), collection);
+    let shown: Vec<&Rendered> = view_parts.iter().map(|p| &**p).collect();
+    // Only shim families can conflict: the views' own families use the
+    // agent's reserved prefixes, which shims cannot write.
+    let conflicts = prom_text::merge_stats(&shown, &keep);
     app.requests
         .type_conflicts
         .fetch_add(u64::from(conflicts.type_conflicts), Ordering::Relaxed);
@@ -84,14 +76,9 @@ fn build(app: &App, collection: &Collection, prefixes: &[String], gzip: bool) ->
         },
         collection,
     );
-    let cadvisor = app
-        .config
-        .cadvisor_metrics
-        .then(|| cadvisor_part(collection));
-    let mut parts = Vec::with_capacity(shims.len() + 2);
+    let mut parts = Vec::with_capacity(shown.len() + 1);
     parts.push(&own);
-    parts.extend(cadvisor.as_ref());
-    parts.extend(shims.iter().copied());
+    parts.extend(shown.iter().copied());
     let size: usize = parts.iter().map(|p| p.heap_bytes()).sum();
     let mut body = Vec::with_capacity(size);
     prom_text::merge(&parts, &keep, &mut body);
@@ -112,37 +99,6 @@ fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
     enc.finish().ok()
 }
 
-/// The cAdvisor-compatible series of this collection.
-fn cadvisor_part(collection: &crate::collect::Collection) -> Rendered {
-    let pods: Vec<cadvisor::PodInput<'_>> = collection
-        .sandboxes
-        .iter()
-        .map(|s| {
-            let ok = s
-                .result
-                .as_ref()
-                .and_then(|r| r.outcome.as_ref().ok().map(|e| (r, e)));
-            cadvisor::PodInput {
-                sandbox_id: &s.sandbox.id,
-                namespace: s.meta.as_ref().map(|m| m.namespace.as_str()).unwrap_or(""),
-                pod: s.meta.as_ref().map(|m| m.name.as_str()).unwrap_or(""),
-                guest: ok.and_then(|(_, e)| e.guest.as_ref()),
-                cpu_scale: ok.and_then(|(r, _)| r.cpu_scale),
-            }
-        })
-        .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    cadvisor::render(
-        &pods,
-        collection.containers.as_deref(),
-        now,
-        crate::process::clock_ticks(),
-    )
-}
-
 /// `filter_family=a,b`: prefixes to keep; empty elements are ignored (in
 /// kata-monitor they matched everything) and the agent's own families are
 /// filtered like any other.
@@ -159,26 +115,31 @@ fn family_prefixes(value: Option<&str>) -> Vec<&str> {
 
 /// `?sandbox=<id>`: the shim's body as it sent it (kata-monitor parity),
 /// with its HTTP status checked.
-async fn raw_sandbox(app: &App, query: &HashMap<String, String>, headers: &HeaderMap) -> Response {
-    let sandbox = match lookup_sandbox(app, query) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
+async fn raw_sandbox(
+    app: &App,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
+    let sandbox = app.sandbox(params)?;
     let _permit = app.collector.shim_permit().await;
-    match app.shim.get(&sandbox.socket, "/metrics").await {
-        Ok(resp) => {
-            let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();
-            let body = resp.body.to_vec();
-            match gzip_accepted(headers).then(|| gzip_bytes(&body)).flatten() {
-                Some(zipped) => exposition_response(zipped, true, ct),
-                None => exposition_response(body, false, ct),
-            }
-        }
-        Err(e) => text_response(
-            StatusCode::BAD_GATEWAY,
-            format!("failed to get metrics of sandbox {}: {e}\n", sandbox.id),
-        ),
-    }
+    let resp = app
+        .shim
+        .get(&sandbox.socket, "/metrics")
+        .await
+        .map_err(|e| {
+            HttpError::Shim(format!(
+                "failed to get metrics of sandbox {}: {e}",
+                sandbox.id
+            ))
+        })?;
+    let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();
+    let body = resp.body.to_vec();
+    Ok(
+        match gzip_accepted(headers).then(|| gzip_bytes(&body)).flatten() {
+            Some(zipped) => exposition_response(zipped, true, ct),
+            None => exposition_response(body, false, ct),
+        },
+    )
 }
 
 fn exposition_response(

@@ -10,13 +10,17 @@ mod negotiate;
 mod sandboxes;
 pub mod status;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use http::request::Parts;
 use http::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -24,8 +28,8 @@ use tokio::sync::Semaphore;
 
 use crate::collect::Collector;
 use crate::config::Config;
+use crate::cri::CriStats;
 use crate::discovery::DiscoveryStats;
-use crate::labels::CriStats;
 use crate::registry::Registry;
 use crate::sandbox_id;
 use crate::self_metrics::RequestStats;
@@ -137,7 +141,7 @@ async fn not_found() -> Response {
 async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
     let limit = app.config.cri_unhealthy_after;
     if !limit.is_zero() {
-        if let Some(down) = app.cri.down_for(crate::labels::unix_ms()) {
+        if let Some(down) = app.cri.down_for(crate::unix_ms()) {
             if down >= limit {
                 return text_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -173,31 +177,88 @@ async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Re
     }
 }
 
-/// Looks up the `sandbox` query parameter: 400 when missing or invalid,
-/// 404 when no such sandbox is running.
-pub(crate) fn lookup_sandbox(
-    app: &App,
-    query: &std::collections::HashMap<String, String>,
-) -> Result<Arc<crate::registry::Sandbox>, Box<Response>> {
-    let id = match query.get("sandbox").map(|s| s.as_str()) {
-        None | Some("") => {
-            return Err(Box::new(text_response(
-                StatusCode::BAD_REQUEST,
-                "missing query parameter: sandbox=<sandbox id>\n",
-            )))
-        }
-        Some(id) => id,
-    };
-    if let Err(e) = sandbox_id::validate(id) {
-        return Err(Box::new(text_response(
-            StatusCode::BAD_REQUEST,
-            format!("invalid sandbox id: {e}\n"),
-        )));
-    }
-    app.registry.get(id).ok_or_else(|| {
-        Box::new(text_response(
-            StatusCode::NOT_FOUND,
-            format!("sandbox {id} not found: it may be stopped or deleted (see /sandboxes)\n"),
-        ))
-    })
+/// What a handler can fail with; each is a status and a one-line text.
+#[derive(Debug)]
+pub(crate) enum HttpError {
+    /// No `sandbox=` (or an empty one) where one is needed.
+    MissingSandbox,
+    /// A `sandbox=` that is not a sandbox id.
+    InvalidSandbox(String),
+    /// A valid id of no running sandbox.
+    UnknownSandbox(String),
+    /// The shim failed to answer (502), with what happened.
+    Shim(String),
+    /// The agent failed (500).
+    Internal(String),
 }
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let (status, text) = match self {
+            HttpError::MissingSandbox => (
+                StatusCode::BAD_REQUEST,
+                "missing query parameter: sandbox=<sandbox id>".to_string(),
+            ),
+            HttpError::InvalidSandbox(why) => (
+                StatusCode::BAD_REQUEST,
+                format!("invalid sandbox id: {why}"),
+            ),
+            HttpError::UnknownSandbox(id) => (
+                StatusCode::NOT_FOUND,
+                format!("sandbox {id} not found: it may be stopped or deleted (see /sandboxes)"),
+            ),
+            HttpError::Shim(what) => (StatusCode::BAD_GATEWAY, what),
+            HttpError::Internal(what) => (StatusCode::INTERNAL_SERVER_ERROR, what),
+        };
+        text_response(status, text + "\n")
+    }
+}
+
+/// The query parameters the endpoints take (a repeated one: the last).
+#[derive(Debug, Default)]
+pub(crate) struct Params {
+    pub sandbox: Option<String>,
+    pub filter_family: Option<String>,
+    pub seconds: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = QueryRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(mut q) =
+            Query::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        Ok(Params {
+            sandbox: q.remove("sandbox"),
+            filter_family: q.remove("filter_family"),
+            seconds: q.remove("seconds"),
+        })
+    }
+}
+
+impl Params {
+    /// A `sandbox=` that names a sandbox (an empty one does not).
+    pub fn wants_sandbox(&self) -> bool {
+        self.sandbox.as_deref().is_some_and(|s| !s.is_empty())
+    }
+}
+
+impl App {
+    /// The running sandbox `sandbox=` names.
+    pub(crate) fn sandbox(
+        &self,
+        params: &Params,
+    ) -> Result<Arc<crate::registry::Sandbox>, HttpError> {
+        let id = match params.sandbox.as_deref() {
+            None | Some("") => return Err(HttpError::MissingSandbox),
+            Some(id) => id,
+        };
+        sandbox_id::validate(id).map_err(|e| HttpError::InvalidSandbox(e.to_string()))?;
+        self.registry
+            .get(id)
+            .ok_or_else(|| HttpError::UnknownSandbox(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

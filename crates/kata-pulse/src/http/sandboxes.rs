@@ -1,17 +1,16 @@
 //! `/sandboxes` (text, HTML or JSON) and `/agent-url`.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::negotiate::{repr, Repr};
-use super::{lookup_sandbox, status, text_response, App};
+use super::{status, text_response, App, HttpError, Params};
 
 /// One element of the JSON view (the shape the kata-pulse README documents,
 /// plus runtime and scrape status).
@@ -35,12 +34,6 @@ struct ScrapeJson {
     duration_seconds: f64,
     samples: u64,
     error: Option<String>,
-}
-
-fn unix(t: std::time::SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -70,16 +63,12 @@ pub async fn sandboxes(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
                     runtime: s.runtime.as_str(),
                     runtime_handler: m.as_ref().map(|m| m.runtime_handler.as_str()).unwrap_or(""),
                     cri_metadata: m.is_some(),
-                    discovered_at: unix(s.discovered_at),
+                    discovered_at: crate::unix_seconds(s.discovered_at),
                     last_scrape: r.as_ref().map(|r| ScrapeJson {
                         ok: r.ok(),
-                        at: unix(r.finished_at),
+                        at: crate::unix_seconds(r.finished_at),
                         duration_seconds: r.duration().as_secs_f64(),
-                        samples: r
-                            .outcome
-                            .as_ref()
-                            .map(|e| e.rendered.sample_count())
-                            .unwrap_or(0),
+                        samples: r.outcome.as_ref().map(|e| e.samples).unwrap_or(0),
                         error: r.outcome.as_ref().err().map(|f| f.message.clone()),
                     }),
                 })
@@ -116,11 +105,7 @@ fn status_page(app: &App, list: &[Arc<crate::registry::Sandbox>]) -> String {
                     ok: r.ok(),
                     ago: r.finished.elapsed(),
                     duration: r.duration(),
-                    samples: r
-                        .outcome
-                        .as_ref()
-                        .map(|e| e.rendered.sample_count())
-                        .unwrap_or(0),
+                    samples: r.outcome.as_ref().map(|e| e.samples).unwrap_or(0),
                     error: r.outcome.as_ref().err().map(|f| f.message.clone()),
                 }),
             }
@@ -156,36 +141,26 @@ fn status_page(app: &App, list: &[Arc<crate::registry::Sandbox>]) -> String {
 
 /// The shim's agent URL (`vsock://<cid>:1024` …), with a trailing newline
 /// as kata-monitor writes it. Shim errors are errors here, not 200s.
-pub async fn agent_url(
-    State(app): State<Arc<App>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let sandbox = match lookup_sandbox(&app, &query) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
+pub async fn agent_url(State(app): State<Arc<App>>, params: Params) -> Result<Response, HttpError> {
+    let sandbox = app.sandbox(&params)?;
     let _permit = app.collector.shim_permit().await;
-    match app.shim.get(&sandbox.socket, "/agent-url").await {
-        Ok(resp) => {
-            let url = String::from_utf8_lossy(&resp.body).trim().to_string();
-            if url.is_empty() {
-                // runtime-rs answers 200 with an empty body when it fails.
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "shim of sandbox {} returned an empty agent URL\n",
-                        sandbox.id
-                    ),
-                );
-            }
-            text_response(StatusCode::OK, format!("{url}\n"))
-        }
-        Err(e) => text_response(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "failed to get the agent URL of sandbox {}: {e}\n",
+    let resp = app
+        .shim
+        .get(&sandbox.socket, "/agent-url")
+        .await
+        .map_err(|e| {
+            HttpError::Shim(format!(
+                "failed to get the agent URL of sandbox {}: {e}",
                 sandbox.id
-            ),
-        ),
+            ))
+        })?;
+    let url = String::from_utf8_lossy(&resp.body).trim().to_string();
+    if url.is_empty() {
+        // runtime-rs answers 200 with an empty body when it fails.
+        return Err(HttpError::Shim(format!(
+            "shim of sandbox {} returned an empty agent URL",
+            sandbox.id
+        )));
     }
+    Ok(text_response(StatusCode::OK, format!("{url}\n")))
 }

@@ -1,8 +1,7 @@
 //! Helpers for tests that run the real `kata-pulse` binary.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,85 +78,16 @@ impl Drop for Agent {
     }
 }
 
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+/// A response of the agent (the test bed's one HTTP client).
+pub type Response = testbed::HttpResponse;
 
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Minimal HTTP/1.1 GET with `Connection: close`; enough for a server that
-/// answers with Content-Length bodies.
-pub fn try_get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Ok(Response {
-        status,
+/// GET `path` from `addr`, with extra request headers.
+pub fn try_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Response> {
+    testbed::http_get_with(
+        &format!("http://{addr}{path}"),
         headers,
-        body,
-    })
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(pos) = b.windows(2).position(|w| w == b"\r\n") {
-        let size_line = String::from_utf8_lossy(&b[..pos]);
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        b = &b[pos + 2..];
-        if size == 0 || b.len() < size {
-            break;
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[(size + 2).min(b.len())..];
-    }
-    out
+        Duration::from_secs(20),
+    )
 }
 
 pub fn free_port() -> u16 {
@@ -201,7 +131,7 @@ impl Roots {
     }
 
     pub fn socket(root: &Path, id: &str) -> PathBuf {
-        root.join(id).join("shim-monitor.sock")
+        root.join(id).join(kata_sim::SOCKET_NAME)
     }
 }
 
@@ -232,33 +162,35 @@ impl Sims {
             .sandbox_id(id)
             .fault(fault)
             .pprof(true);
+        self.start_with(root, id, opts)
+    }
+
+    /// A shim with the given options in sandbox `id` under `root`.
+    pub fn start_with(
+        &self,
+        root: &Path,
+        id: &str,
+        opts: kata_sim::ShimOptions,
+    ) -> kata_sim::ShimHandle {
         self.rt
             .block_on(kata_sim::ShimServer::start(Roots::socket(root, id), opts))
             .expect("start simulated shim")
     }
 }
 
-/// Family name -> (type, number of samples) of a text exposition; panics on
-/// a second TYPE line for a family (what promtool rejects).
+/// Family name -> (type, number of samples) of a text exposition, parsed by
+/// prom-text; panics on any line it rejects (a second TYPE line, ...), as
+/// promtool would.
 pub fn families(text: &str) -> std::collections::BTreeMap<String, (String, usize)> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut it = rest.split(' ');
-            let name = it.next().unwrap().to_string();
-            let kind = it.next().unwrap().to_string();
-            assert!(
-                out.insert(name.clone(), (kind, 0)).is_none(),
-                "second TYPE for {name}"
-            );
-            current = name;
-        } else if !line.starts_with('#') && !line.is_empty() {
-            let entry = out.get_mut(&current).expect("sample before any TYPE");
-            entry.1 += 1;
-        }
-    }
-    out
+    let exp = prom_text::parse(text.as_bytes());
+    assert_eq!(exp.errors.count, 0, "{:?}", exp.errors);
+    exp.families
+        .iter()
+        .map(|f| {
+            let kind = f.kind.as_str().to_string();
+            (f.name.to_string(), (kind, exp.samples_of(f).len()))
+        })
+        .collect()
 }
 
 /// A stand-in shim answering every request with `body` (HTTP 200), for
@@ -266,25 +198,5 @@ pub fn families(text: &str) -> std::collections::BTreeMap<String, (String, usize
 /// malformed lines, reserved family names. Serves until the process ends;
 /// the socket lives in the sandbox folder under `root`.
 pub fn serve_static_shim(root: &Path, id: &str, body: &str) {
-    use std::os::unix::net::UnixListener;
-    std::fs::create_dir_all(root.join(id)).unwrap();
-    let listener = UnixListener::bind(Roots::socket(root, id)).unwrap();
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = s.write_all(response.as_bytes());
-        }
-    });
+    testbed::FakeBody::new(body).serve_unix(&Roots::socket(root, id));
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use hyper::server::conn::http1;
@@ -79,6 +79,10 @@ pub struct ShimOptions {
     /// Body of `/agent-url`; defaults to `vsock://<cid>:1024` (Go, QEMU) or
     /// `hvsock://<sandbox dir>/root/kata.hvsock:1024` (runtime-rs, Dragonball).
     pub agent_url: Option<String>,
+    /// A stopped clock: the sandbox started at this Unix time and every scrape sees this much
+    /// time elapsed since, so a seed gives the same body on every machine (golden tests).
+    /// `None`: the wall clock.
+    pub fixed_clock: Option<(f64, Duration)>,
 }
 
 impl ShimOptions {
@@ -90,6 +94,7 @@ impl ShimOptions {
             fault: Fault::None,
             seed: 0,
             agent_url: None,
+            fixed_clock: None,
         }
     }
     pub fn sandbox_id(mut self, id: impl Into<String>) -> Self {
@@ -112,6 +117,11 @@ impl ShimOptions {
         self.agent_url = Some(url.into());
         self
     }
+    /// Stops the clock: started at `start_unix`, `elapsed` ago at every scrape.
+    pub fn fixed_clock(mut self, start_unix: f64, elapsed: Duration) -> Self {
+        self.fixed_clock = Some((start_unix, elapsed));
+        self
+    }
 }
 
 /// State shared by the connection tasks of one shim.
@@ -123,6 +133,8 @@ pub(crate) struct Shared {
     pub fault: Mutex<Fault>,
     pub model: Mutex<MetricsModel>,
     pub started: Instant,
+    /// Elapsed time every scrape sees, when the clock is stopped.
+    pub fixed_elapsed: Option<Duration>,
     pub requests: AtomicU64,
     pub scrapes: AtomicU64,
 }
@@ -135,7 +147,7 @@ impl Shared {
     /// Renders the next `/metrics` body, advancing the model to the current time.
     pub fn render_metrics(&self) -> String {
         self.scrapes.fetch_add(1, Ordering::Relaxed);
-        let elapsed = self.started.elapsed();
+        let elapsed = self.fixed_elapsed.unwrap_or_else(|| self.started.elapsed());
         match self.model.lock() {
             Ok(mut m) => m.render(elapsed),
             Err(poisoned) => poisoned.into_inner().render(elapsed),
@@ -190,10 +202,13 @@ impl ShimServer {
                 }
                 Flavour::RuntimeRs => format!("hvsock://{}/root/kata.hvsock:1024", dir.display()),
             });
-        let started_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let started_unix = match opts.fixed_clock {
+            Some((start, _)) => start,
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        };
         let shared = Arc::new(Shared {
             flavour: opts.flavour,
             pprof: opts.pprof,
@@ -202,6 +217,7 @@ impl ShimServer {
             fault: Mutex::new(opts.fault),
             model: Mutex::new(MetricsModel::new(opts.flavour, opts.seed, started_unix)),
             started: Instant::now(),
+            fixed_elapsed: opts.fixed_clock.map(|(_, elapsed)| elapsed),
             requests: AtomicU64::new(0),
             scrapes: AtomicU64::new(0),
         });
@@ -337,7 +353,7 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, mut stop: watc
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::cri::CriStats;
 use crate::cri::{ContainerInfo, ContainerSpec, ContainerUsage, CriClient};
-use crate::labels::CriStats;
 use crate::logging::RateLimit;
 
 /// How long a container's spec (limits, start time) is reused.
@@ -29,7 +29,6 @@ pub struct ContainerSnapshot {
     pub containers: Vec<ContainerInfo>,
     pub usage: HashMap<String, ContainerUsage>,
     pub specs: HashMap<String, ContainerSpec>,
-    pub error: Option<String>,
 }
 
 pub struct ContainerSource {
@@ -89,7 +88,6 @@ impl ContainerSource {
                     containers,
                     usage,
                     specs,
-                    error: None,
                 }
             }
             (Err(e), _) | (_, Err(e)) => {
@@ -98,7 +96,6 @@ impl ContainerSource {
                 }
                 ContainerSnapshot {
                     taken: Some(started),
-                    error: Some(e.to_string()),
                     ..ContainerSnapshot::default()
                 }
             }
@@ -137,5 +134,30 @@ impl ContainerSource {
             .iter()
             .filter_map(|c| cache.get(&c.id).map(|(_, s)| (c.id.clone(), s.clone())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn cri_down_gives_an_empty_snapshot_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = cri_api::Endpoint::Unix(dir.path().join("absent.sock"));
+        let cri = CriClient::new(&ep, Duration::from_secs(1)).unwrap();
+        let health = Arc::new(CriStats::default());
+        let source = ContainerSource::new(cri, Duration::from_secs(60), health.clone());
+        let ids = HashSet::from(["sb".to_string()]);
+        let snap = source.snapshot(Instant::now(), &ids).await;
+        assert!(snap.containers.is_empty() && snap.usage.is_empty());
+        assert_eq!(health.requests_failed.load(Ordering::Relaxed), 1);
+        // Within the interval the failed snapshot is reused, not retried.
+        let again = source
+            .snapshot(Instant::now() - Duration::from_secs(1), &ids)
+            .await;
+        assert!(Arc::ptr_eq(&snap, &again));
+        assert_eq!(health.requests_failed.load(Ordering::Relaxed), 1);
     }
 }

@@ -6,8 +6,8 @@ use super::guest::{extract, GuestStats};
 use super::*;
 use crate::cri::{ContainerInfo, ContainerSpec, ContainerUsage};
 
-const GO: &[u8] = include_bytes!("../../../../fixtures/shim-metrics-go-qemu.prom");
-const RS: &[u8] = include_bytes!("../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
+const GO: &[u8] = include_bytes!("../../../../../fixtures/shim-metrics-go-qemu.prom");
+const RS: &[u8] = include_bytes!("../../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
 const SB: &str = "sb1";
 
 fn guest(body: &[u8]) -> GuestStats {
@@ -58,7 +58,7 @@ const POD: [(&str, &str); 3] = [("container", ""), ("pod", "web-0"), ("id", "/ka
 #[test]
 fn pod_cpu_from_guest_milliseconds() {
     let g = guest(GO);
-    let t = text(&render(&[pod(&g, 0.001)], None, 1.7e9, 100.0));
+    let t = text(&render(&[pod(&g, 0.001)], None, 1.7e9));
     // cpu="total": user 22540 + nice 10 + system 18290 + irq 0 + softirq 840 = 41680 ms.
     let usage = value(
         &t,
@@ -77,7 +77,7 @@ fn pod_cpu_from_guest_milliseconds() {
         19.13
     ));
     // An old agent in clock ticks (10 ms each): ten times more seconds.
-    let t = text(&render(&[pod(&g, 0.01)], None, 1.7e9, 100.0));
+    let t = text(&render(&[pod(&g, 0.01)], None, 1.7e9));
     assert!(close(
         value(&t, "container_cpu_usage_seconds_total", &POD).unwrap(),
         416.8
@@ -91,7 +91,7 @@ fn pod_cpu_waits_for_a_known_unit() {
         cpu_scale: None,
         ..pod(&g, 0.001)
     };
-    let t = text(&render(&[p], None, 1.7e9, 100.0));
+    let t = text(&render(&[p], None, 1.7e9));
     assert_eq!(value(&t, "container_cpu_usage_seconds_total", &POD), None);
     assert!(value(&t, "container_memory_usage_bytes", &POD).is_some());
 }
@@ -99,7 +99,7 @@ fn pod_cpu_waits_for_a_known_unit() {
 #[test]
 fn pod_memory_from_meminfo() {
     let g = guest(GO);
-    let t = text(&render(&[pod(&g, 0.001)], None, 1.7e9, 100.0));
+    let t = text(&render(&[pod(&g, 0.001)], None, 1.7e9));
     // mem_total 2061795328 - mem_free 1825239040 = 236556288.
     assert_eq!(
         value(&t, "container_memory_usage_bytes", &POD),
@@ -131,7 +131,7 @@ fn pod_memory_from_meminfo() {
 fn working_set_never_below_zero() {
     let mut g = guest(GO);
     g.mem.inactive_file = Some(3e9);
-    let t = text(&render(&[pod(&g, 0.001)], None, 0.0, 100.0));
+    let t = text(&render(&[pod(&g, 0.001)], None, 0.0));
     assert_eq!(
         value(&t, "container_memory_working_set_bytes", &POD),
         Some(0.0)
@@ -141,7 +141,7 @@ fn working_set_never_below_zero() {
 #[test]
 fn pod_network_and_disks() {
     let g = guest(GO);
-    let t = text(&render(&[pod(&g, 0.001)], None, 0.0, 100.0));
+    let t = text(&render(&[pod(&g, 0.001)], None, 0.0));
     let eth0 = [("interface", "eth0"), ("pod", "web-0")];
     // recv_bytes 1.532766e+06; transmit comes from sent_* items.
     assert_eq!(
@@ -204,68 +204,6 @@ fn pod_network_and_disks() {
     );
 }
 
-#[test]
-fn host_cost_of_the_pod() {
-    let g = guest(GO);
-    let t = text(&render(&[pod(&g, 0.001)], None, 0.0, 100.0));
-    let c = |comp| {
-        [
-            ("component", comp),
-            ("sandbox_id", SB),
-            ("namespace", "shop"),
-            ("pod", "web-0"),
-        ]
-    };
-    // Shim utime 229 + stime 142 = 371 ticks at 100 Hz; hypervisor 17381 + 9926.
-    assert!(close(
-        value(&t, "kata_pulse_pod_host_cpu_seconds_total", &c("shim")).unwrap(),
-        3.71
-    ));
-    assert!(close(
-        value(
-            &t,
-            "kata_pulse_pod_host_cpu_seconds_total",
-            &c("hypervisor")
-        )
-        .unwrap(),
-        273.07
-    ));
-    // Go shim: vmrss already in bytes (4.31132672e+08 for QEMU).
-    assert_eq!(
-        value(&t, "kata_pulse_pod_host_memory_rss_bytes", &c("hypervisor")),
-        Some(431_132_672.0)
-    );
-    assert_eq!(
-        value(&t, "kata_pulse_pod_host_threads", &c("virtiofsd")),
-        Some(5.0)
-    );
-    assert_eq!(
-        value(&t, "kata_pulse_pod_host_open_fds", &c("hypervisor")),
-        Some(131.0)
-    );
-
-    // runtime-rs: kata_shim_proc_status vmrss 316212 kB = 323801088 bytes,
-    // CPU (13027 + 8114) / 100.
-    let g = guest(RS);
-    let t = text(&render(&[pod(&g, 0.001)], None, 0.0, 100.0));
-    assert_eq!(
-        value(&t, "kata_pulse_pod_host_memory_rss_bytes", &c("shim")),
-        Some(323_801_088.0)
-    );
-    assert!(close(
-        value(&t, "kata_pulse_pod_host_cpu_seconds_total", &c("shim")).unwrap(),
-        211.41
-    ));
-    assert_eq!(
-        value(
-            &t,
-            "kata_pulse_pod_host_cpu_seconds_total",
-            &c("hypervisor")
-        ),
-        None
-    );
-}
-
 fn snapshot() -> ContainerSnapshot {
     let app = ContainerInfo {
         id: "c1".into(),
@@ -323,7 +261,6 @@ fn snapshot() -> ContainerSnapshot {
                 has_resources: true,
             },
         )]),
-        error: None,
     }
 }
 
@@ -331,7 +268,7 @@ fn snapshot() -> ContainerSnapshot {
 fn containers_from_cri() {
     let g = guest(GO);
     let snap = snapshot();
-    let r = render(&[pod(&g, 0.001)], Some(&snap), 1.7e9, 100.0);
+    let r = render(&[pod(&g, 0.001)], Some(&snap), 1.7e9);
     let t = text(&r);
     // Exact label set and order of the kubelet's cAdvisor.
     assert!(t.contains(
@@ -411,7 +348,7 @@ fn sandboxes_without_cri_metadata_never_collide() {
             cpu_scale: Some(0.001),
         },
     ];
-    let t = text(&render(&pods, None, 0.0, 100.0));
+    let t = text(&render(&pods, None, 0.0));
     let e = prom_text::parse(t.as_bytes());
     for fam in &e.families {
         let mut seen = std::collections::HashSet::new();
@@ -440,7 +377,7 @@ fn output_is_valid_and_families_unique() {
             ..pod(&g2, 0.001)
         },
     ];
-    let t = text(&render(&pods, Some(&snap), 0.0, 100.0));
+    let t = text(&render(&pods, Some(&snap), 0.0));
     let e = prom_text::parse(t.as_bytes());
     assert_eq!(e.errors.count, 0);
     let names: Vec<&str> = e.families.iter().map(|f| f.name).collect();
@@ -448,7 +385,5 @@ fn output_is_valid_and_families_unique() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(names, sorted);
-    assert!(names
-        .iter()
-        .all(|n| n.starts_with("container_") || n.starts_with("kata_pulse_pod_host_")));
+    assert!(names.iter().all(|n| n.starts_with("container_")));
 }

@@ -1,7 +1,7 @@
 //! The few figures the cAdvisor view needs, picked out of a parsed shim
 //! body while it is at hand (the body itself is not kept).
 
-use prom_text::{unescape_label_value, Exposition, Family};
+use prom_text::{unescape_label_value, Exposition};
 
 /// `kata_guest_cpu_time{cpu="total"}` items, in the agent's unit.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -51,18 +51,7 @@ pub struct Disk {
     pub sectors_written: Option<f64>,
 }
 
-/// A host process of the sandbox (shim, hypervisor, virtiofsd).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostProcess {
-    pub component: &'static str,
-    /// utime + stime, in host clock ticks.
-    pub cpu_ticks: Option<f64>,
-    pub rss_bytes: Option<f64>,
-    pub threads: Option<f64>,
-    pub fds: Option<f64>,
-}
-
-/// What one shim body says about its VM and its host processes.
+/// What one shim body says about its VM.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GuestStats {
     pub cpu: Option<CpuTimes>,
@@ -77,7 +66,6 @@ pub struct GuestStats {
     pub disks: Vec<Disk>,
     /// `kata_guest_tasks{item="max"}`: threads existing in the guest.
     pub threads: Option<f64>,
-    pub host: Vec<HostProcess>,
 }
 
 /// Interfaces and disks considered per guest; a VM has a handful, the cap
@@ -86,10 +74,6 @@ const MAX_DEVICES: usize = 256;
 
 /// Picks the figures out of a parsed shim body.
 pub fn extract(exp: &Exposition<'_>) -> GuestStats {
-    // The Go shim reports /proc/<pid>/status sizes in bytes, the Rust
-    // runtime-rs shim in kB; only the Go shim exports Go runtime metrics.
-    let go_shim = exp.families.iter().any(|f| f.name.starts_with("go_"));
-    let status_scale = if go_shim { 1.0 } else { 1024.0 };
     GuestStats {
         cpu: cpu_total(exp),
         per_cpu_clock: per_cpu_clock(exp),
@@ -97,21 +81,13 @@ pub fn extract(exp: &Exposition<'_>) -> GuestStats {
         net: netdevs(exp),
         disks: whole_disks(exp),
         threads: item(exp, "kata_guest_tasks", "max"),
-        host: ["shim", "hypervisor", "virtiofsd"]
-            .into_iter()
-            .filter_map(|c| host_process(exp, c, status_scale))
-            .collect(),
     }
-}
-
-fn family<'e, 'a>(exp: &'e Exposition<'a>, name: &str) -> Option<&'e Family<'a>> {
-    exp.family(name)
 }
 
 /// Value of the sample of `family` whose only distinguishing label is
 /// `item`.
-fn item(exp: &Exposition<'_>, name: &str, want: &str) -> Option<f64> {
-    let fam = family(exp, name)?;
+pub(crate) fn item(exp: &Exposition<'_>, name: &str, want: &str) -> Option<f64> {
+    let fam = exp.family(name)?;
     exp.samples_of(fam)
         .iter()
         .find(|s| exp.label(s, "item") == Some(want))
@@ -119,8 +95,8 @@ fn item(exp: &Exposition<'_>, name: &str, want: &str) -> Option<f64> {
         .filter(|v| v.is_finite())
 }
 
-fn plain(exp: &Exposition<'_>, name: &str) -> Option<f64> {
-    let fam = family(exp, name)?;
+pub(crate) fn plain(exp: &Exposition<'_>, name: &str) -> Option<f64> {
+    let fam = exp.family(name)?;
     exp.samples_of(fam)
         .first()
         .map(|s| s.value)
@@ -128,7 +104,7 @@ fn plain(exp: &Exposition<'_>, name: &str) -> Option<f64> {
 }
 
 fn cpu_total(exp: &Exposition<'_>) -> Option<CpuTimes> {
-    let fam = family(exp, "kata_guest_cpu_time")?;
+    let fam = exp.family("kata_guest_cpu_time")?;
     let mut t = CpuTimes::default();
     let mut seen = false;
     for s in exp.samples_of(fam) {
@@ -150,7 +126,7 @@ fn cpu_total(exp: &Exposition<'_>) -> Option<CpuTimes> {
 }
 
 fn per_cpu_clock(exp: &Exposition<'_>) -> Option<f64> {
-    let fam = family(exp, "kata_guest_cpu_time")?;
+    let fam = exp.family("kata_guest_cpu_time")?;
     // Items that partition a CPU's time (guest/guest_nice are inside user/nice).
     const PARTS: [&str; 8] = [
         "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
@@ -187,82 +163,102 @@ fn meminfo(exp: &Exposition<'_>) -> MemInfo {
     }
 }
 
-fn netdevs(exp: &Exposition<'_>) -> Vec<NetDev> {
-    let Some(fam) = family(exp, "kata_guest_netdev_stat") else {
+/// A guest device whose figures come as `item`-labelled samples.
+trait Device: Sized {
+    fn named(name: String) -> Self;
+    fn name(&self) -> &str;
+    /// Where the value of `item` goes (`None`: an item not used).
+    fn slot(&mut self, item: &str) -> Option<&mut Option<f64>>;
+}
+
+impl Device for NetDev {
+    fn named(interface: String) -> Self {
+        NetDev {
+            interface,
+            ..NetDev::default()
+        }
+    }
+    fn name(&self) -> &str {
+        &self.interface
+    }
+    fn slot(&mut self, item: &str) -> Option<&mut Option<f64>> {
+        Some(match item {
+            "recv_bytes" => &mut self.recv_bytes,
+            "recv_packets" => &mut self.recv_packets,
+            "recv_errs" => &mut self.recv_errs,
+            "recv_drop" => &mut self.recv_drop,
+            "sent_bytes" => &mut self.sent_bytes,
+            "sent_packets" => &mut self.sent_packets,
+            "sent_errs" => &mut self.sent_errs,
+            "sent_drop" => &mut self.sent_drop,
+            _ => return None,
+        })
+    }
+}
+
+impl Device for Disk {
+    fn named(name: String) -> Self {
+        Disk {
+            name,
+            ..Disk::default()
+        }
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn slot(&mut self, item: &str) -> Option<&mut Option<f64>> {
+        Some(match item {
+            "reads" => &mut self.reads,
+            "writes" => &mut self.writes,
+            "sectors_read" => &mut self.sectors_read,
+            "sectors_written" => &mut self.sectors_written,
+            _ => return None,
+        })
+    }
+}
+
+/// The devices of `family`, named by their `label`, in order of first
+/// appearance; at most [`MAX_DEVICES`], and none that `skip` refuses.
+fn devices<T: Device>(
+    exp: &Exposition<'_>,
+    family: &str,
+    label: &str,
+    skip: impl Fn(&str) -> bool,
+) -> Vec<T> {
+    let Some(fam) = exp.family(family) else {
         return Vec::new();
     };
-    let mut out: Vec<NetDev> = Vec::new();
+    let mut out: Vec<T> = Vec::new();
     for s in exp.samples_of(fam) {
-        let (Some(iface), Some(it)) = (exp.label(s, "interface"), exp.label(s, "item")) else {
+        let (Some(name), Some(it)) = (exp.label(s, label), exp.label(s, "item")) else {
             continue;
         };
-        let iface = unescape_label_value(iface);
-        // Loopback traffic never leaves the VM; cAdvisor skips it too.
-        if iface == "lo" || !s.value.is_finite() {
+        let name = unescape_label_value(name);
+        if skip(&name) || !s.value.is_finite() {
             continue;
         }
-        let idx = match out.iter().position(|n| n.interface == iface) {
+        let idx = match out.iter().position(|d| d.name() == name) {
             Some(i) => i,
             None if out.len() >= MAX_DEVICES => continue,
             None => {
-                out.push(NetDev {
-                    interface: iface.into_owned(),
-                    ..NetDev::default()
-                });
+                out.push(T::named(name.into_owned()));
                 out.len() - 1
             }
         };
-        let n = &mut out[idx];
-        let slot = match it {
-            "recv_bytes" => &mut n.recv_bytes,
-            "recv_packets" => &mut n.recv_packets,
-            "recv_errs" => &mut n.recv_errs,
-            "recv_drop" => &mut n.recv_drop,
-            "sent_bytes" => &mut n.sent_bytes,
-            "sent_packets" => &mut n.sent_packets,
-            "sent_errs" => &mut n.sent_errs,
-            "sent_drop" => &mut n.sent_drop,
-            _ => continue,
-        };
-        *slot = Some(s.value);
+        if let Some(slot) = out[idx].slot(it) {
+            *slot = Some(s.value);
+        }
     }
     out
 }
 
+fn netdevs(exp: &Exposition<'_>) -> Vec<NetDev> {
+    // Loopback traffic never leaves the VM; cAdvisor skips it too.
+    devices(exp, "kata_guest_netdev_stat", "interface", |i| i == "lo")
+}
+
 fn whole_disks(exp: &Exposition<'_>) -> Vec<Disk> {
-    let Some(fam) = family(exp, "kata_guest_diskstat") else {
-        return Vec::new();
-    };
-    let mut all: Vec<Disk> = Vec::new();
-    for s in exp.samples_of(fam) {
-        let (Some(disk), Some(it)) = (exp.label(s, "disk"), exp.label(s, "item")) else {
-            continue;
-        };
-        if !s.value.is_finite() {
-            continue;
-        }
-        let disk = unescape_label_value(disk);
-        let idx = match all.iter().position(|d| d.name == disk) {
-            Some(i) => i,
-            None if all.len() >= MAX_DEVICES => continue,
-            None => {
-                all.push(Disk {
-                    name: disk.into_owned(),
-                    ..Disk::default()
-                });
-                all.len() - 1
-            }
-        };
-        let d = &mut all[idx];
-        let slot = match it {
-            "reads" => &mut d.reads,
-            "writes" => &mut d.writes,
-            "sectors_read" => &mut d.sectors_read,
-            "sectors_written" => &mut d.sectors_written,
-            _ => continue,
-        };
-        *slot = Some(s.value);
-    }
+    let mut all: Vec<Disk> = devices(exp, "kata_guest_diskstat", "disk", |_| false);
     let names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
     all.retain(|d| is_whole_disk(&d.name, &names));
     all
@@ -301,37 +297,13 @@ pub fn is_whole_disk(name: &str, all: &[String]) -> bool {
     })
 }
 
-fn host_process(
-    exp: &Exposition<'_>,
-    component: &'static str,
-    status_scale: f64,
-) -> Option<HostProcess> {
-    let stat = format!("kata_{component}_proc_stat");
-    let cpu_ticks = match (item(exp, &stat, "utime"), item(exp, &stat, "stime")) {
-        (Some(u), Some(s)) => Some(u + s),
-        _ => None,
-    };
-    let p = HostProcess {
-        component,
-        cpu_ticks,
-        rss_bytes: item(exp, &format!("kata_{component}_proc_status"), "vmrss")
-            .map(|v| v * status_scale),
-        threads: plain(exp, &format!("kata_{component}_threads")),
-        fds: plain(exp, &format!("kata_{component}_fds")),
-    };
-    // The Go shim always exports hypervisor/virtiofsd threads and fds, as 0
-    // when there is no such process: that is not a process.
-    let exists = p.cpu_ticks.is_some() || p.rss_bytes.is_some() || p.threads.unwrap_or(0.0) > 0.0;
-    exists.then_some(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GO: &[u8] = include_bytes!("../../../../fixtures/shim-metrics-go-qemu.prom");
+    const GO: &[u8] = include_bytes!("../../../../../fixtures/shim-metrics-go-qemu.prom");
     const RS: &[u8] =
-        include_bytes!("../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
+        include_bytes!("../../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
 
     #[test]
     fn go_fixture_figures() {
@@ -360,25 +332,13 @@ mod tests {
         assert_eq!(disks, vec!["pmem0", "sda"]);
         assert_eq!(g.disks[0].sectors_read, Some(101_232.0));
         assert_eq!(g.threads, Some(87.0));
-        // Go shim: vmrss in bytes; shim, hypervisor and virtiofsd processes.
-        let comps: Vec<&str> = g.host.iter().map(|h| h.component).collect();
-        assert_eq!(comps, vec!["shim", "hypervisor", "virtiofsd"]);
-        let shim = &g.host[0];
-        assert_eq!(shim.cpu_ticks, Some(229.0 + 142.0));
-        assert_eq!(shim.rss_bytes, Some(43_646_976.0));
-        assert_eq!(g.host[1].cpu_ticks, Some(17381.0 + 9926.0));
     }
 
     #[test]
-    fn runtime_rs_fixture_uses_kilobytes() {
+    fn runtime_rs_fixture_figures() {
         let g = extract(&prom_text::parse(RS));
-        let shim = g.host.iter().find(|h| h.component == "shim").unwrap();
-        // kata_shim_proc_status{item="vmrss"} 316212 kB.
-        assert_eq!(shim.rss_bytes, Some(316_212.0 * 1024.0));
-        assert_eq!(shim.cpu_ticks, Some(13027.0 + 8114.0));
-        // Dragonball runs inside the shim: no separate hypervisor process.
-        assert!(g.host.iter().all(|h| h.component != "hypervisor"));
         assert!(g.cpu.is_some());
+        assert!(g.per_cpu_clock.is_some());
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! The cAdvisor view behind [`View`]: guest figures digested per body, CRI
+//! containers fetched per request, series rendered per response.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use prom_text::Exposition;
+use tokio::time::Instant;
+
+use super::containers::{ContainerSnapshot, ContainerSource};
+use super::cpu_unit::CpuUnit;
+use super::guest::{self, GuestStats};
+use super::PodInput;
+use crate::cri::PodMeta;
+use crate::registry::Sandbox;
+use crate::views::{Digest, Input, Part, Prepared, View};
+
+/// What the cAdvisor view keeps of one body.
+#[derive(Debug)]
+pub struct PodDigest {
+    pub guest: GuestStats,
+    /// Seconds per unit of `kata_guest_cpu_time`, once two scrapes have
+    /// shown it (`None` before: pod CPU is then not emitted, rather than
+    /// emitted in a unit that may jump later).
+    pub cpu_scale: Option<f64>,
+}
+
+impl Digest for PodDigest {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+pub struct CadvisorView {
+    containers: Arc<ContainerSource>,
+    /// CPU time unit learnt per sandbox.
+    units: Mutex<HashMap<String, CpuUnit>>,
+}
+
+impl CadvisorView {
+    pub fn new(containers: Arc<ContainerSource>) -> CadvisorView {
+        CadvisorView {
+            containers,
+            units: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl View for CadvisorView {
+    fn digest(
+        &self,
+        sandbox: &Sandbox,
+        _meta: Option<&PodMeta>,
+        body: &Exposition<'_>,
+        at: Instant,
+    ) -> Arc<dyn Digest> {
+        let guest = guest::extract(body);
+        let cpu_scale = {
+            let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
+            let unit = units.entry(sandbox.id.clone()).or_default();
+            match guest.per_cpu_clock {
+                Some(clock) => unit.observe(at, clock),
+                None => unit.current(),
+            }
+        };
+        Arc::new(PodDigest { guest, cpu_scale })
+    }
+
+    fn prepare(
+        &self,
+        requested: Instant,
+        sandboxes: &[Arc<Sandbox>],
+    ) -> Option<BoxFuture<'static, Prepared>> {
+        let ids: HashSet<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
+        self.units
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| ids.contains(id));
+        let source = self.containers.clone();
+        Some(
+            async move {
+                let snap: Prepared = source.snapshot(requested, &ids).await;
+                snap
+            }
+            .boxed(),
+        )
+    }
+
+    fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {
+        let pods: Vec<PodInput<'_>> = input
+            .collection
+            .sandboxes
+            .iter()
+            .map(|s| {
+                let digest = input.digest::<PodDigest>(s);
+                PodInput {
+                    sandbox_id: &s.sandbox.id,
+                    namespace: s.pod().0,
+                    pod: s.pod().1,
+                    guest: digest.map(|d| &d.guest),
+                    cpu_scale: digest.and_then(|d| d.cpu_scale),
+                }
+            })
+            .collect();
+        let snap = input.prepared::<ContainerSnapshot>();
+        vec![Part::Fresh(super::render(&pods, snap, crate::unix_now()))]
+    }
+}

@@ -1,0 +1,165 @@
+//! Views: what the agent makes of the shims' bodies, each behind [`View`].
+//!
+//! The collector parses each shim body once and hands the parse to every
+//! view that is switched on; each view keeps what it needs of it (its
+//! *digest*), and renders its part of a response from the digests of all
+//! sandboxes. The collector knows nothing of what a view does.
+//!
+//! | view | module | switched on by |
+//! |---|---|---|
+//! | raw re-export of the shims' `kata_*` families | [`raw`] | `--kata-metrics` |
+//! | cAdvisor-compatible `container_*` series | [`cadvisor`] | `--cadvisor-metrics` |
+//! | host cost of each pod (`kata_pulse_pod_host_*`) | [`host`] | `--cadvisor-metrics` |
+//!
+//! [`for_config`] is the one place that decides which views run.
+
+pub mod cadvisor;
+pub mod host;
+pub mod raw;
+
+use std::any::Any;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use prom_text::{Exposition, Rendered};
+use tokio::time::Instant;
+
+use crate::collect::{Collection, SandboxScrape};
+use crate::config::Config;
+use crate::cri::CriStats;
+use crate::cri::{CriClient, PodMeta};
+use crate::registry::Sandbox;
+
+/// What a view keeps of one shim body.
+pub trait Digest: Any + Send + Sync {
+    /// Heap held, for `kata_pulse_scrape_cache_bytes`.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+    /// Families of the body this view had to drop (a name collision).
+    fn dropped_families(&self) -> u32 {
+        0
+    }
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Per-request data a view fetches alongside the shim scrapes.
+pub type Prepared = Arc<dyn Any + Send + Sync>;
+
+/// One part of a response: borrowed from the cached digests or rendered
+/// for this response.
+pub enum Part<'a> {
+    Cached(&'a Rendered),
+    Fresh(Rendered),
+}
+
+impl Deref for Part<'_> {
+    type Target = Rendered;
+
+    fn deref(&self) -> &Rendered {
+        match self {
+            Part::Cached(r) => r,
+            Part::Fresh(r) => r,
+        }
+    }
+}
+
+/// One way of presenting the shims' metrics.
+pub trait View: Send + Sync {
+    /// Keeps what this view needs of one parsed body (on a blocking
+    /// thread; `at` is when the body arrived). `meta` is the pod metadata
+    /// the result is cached with.
+    fn digest(
+        &self,
+        sandbox: &Sandbox,
+        meta: Option<&PodMeta>,
+        body: &Exposition<'_>,
+        at: Instant,
+    ) -> Arc<dyn Digest>;
+
+    /// Work to run beside the shim scrapes of one request (`requested` is
+    /// when it arrived), waited for with the same deadline.
+    fn prepare(
+        &self,
+        _requested: Instant,
+        _sandboxes: &[Arc<Sandbox>],
+    ) -> Option<BoxFuture<'static, Prepared>> {
+        None
+    }
+
+    /// This view's parts of a response.
+    fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>>;
+}
+
+/// What a view renders from: the collection, seen through its own index.
+pub struct Input<'a> {
+    pub collection: &'a Collection,
+    index: usize,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(collection: &'a Collection, index: usize) -> Input<'a> {
+        Input { collection, index }
+    }
+
+    /// This view's digest of a sandbox's usable scrape, if any.
+    pub fn digest<T: 'static>(&self, s: &'a SandboxScrape) -> Option<&'a T> {
+        let exp = s.result.as_ref()?.outcome.as_ref().ok()?;
+        exp.digests.get(self.index)?.as_any().downcast_ref()
+    }
+
+    /// What this view's [`View::prepare`] produced (`None` if it did not
+    /// finish within the deadline).
+    pub fn prepared<T: 'static>(&self) -> Option<&'a T> {
+        self.collection
+            .prepared
+            .get(self.index)?
+            .as_ref()?
+            .downcast_ref()
+    }
+}
+
+/// Every view's parts of a response, in the views' order.
+pub fn render<'a>(views: &'a [Arc<dyn View>], collection: &'a Collection) -> Vec<Part<'a>> {
+    views
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| v.render(&Input::new(collection, i)))
+        .collect()
+}
+
+/// The views the configuration switches on.
+pub fn for_config(config: &Config, cri: &CriClient, health: &Arc<CriStats>) -> Vec<Arc<dyn View>> {
+    let mut views: Vec<Arc<dyn View>> = Vec::new();
+    if config.kata_metrics {
+        views.push(Arc::new(raw::RawView));
+    }
+    if config.cadvisor_metrics {
+        let source = cadvisor::containers::ContainerSource::new(
+            cri.clone(),
+            config.metrics_interval,
+            health.clone(),
+        );
+        views.push(Arc::new(cadvisor::CadvisorView::new(source)));
+        views.push(Arc::new(host::HostView::new(crate::process::clock_ticks())));
+    }
+    views
+}
+
+/// The identity labels of a sandbox's series: its id and its pod's uid,
+/// name and namespace (empty while CRI has not described it).
+pub fn identity<'a>(
+    sandbox_id: &'a str,
+    meta: Option<&'a PodMeta>,
+) -> [(&'static str, &'a str); 4] {
+    let (uid, name, ns) = meta
+        .map(|m| (m.uid.as_str(), m.name.as_str(), m.namespace.as_str()))
+        .unwrap_or(("", "", ""));
+    [
+        (raw::IDENTITY_LABELS[0], sandbox_id),
+        (raw::IDENTITY_LABELS[1], uid),
+        (raw::IDENTITY_LABELS[2], name),
+        (raw::IDENTITY_LABELS[3], ns),
+    ]
+}
