@@ -85,25 +85,7 @@ pub async fn run_with_rescan(
     let (tx, mut rx) = mpsc::channel::<PathBuf>(EVENT_QUEUE);
     let lost = Arc::new(AtomicBool::new(false));
     let lost_in_cb = lost.clone();
-    let watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(event) => {
-                // Opening or reading a folder is no change; and our own
-                // rescans open the roots, so reacting to it loops forever.
-                if matches!(event.kind, notify::EventKind::Access(_)) {
-                    return;
-                }
-                if event.need_rescan() {
-                    lost_in_cb.store(true, Ordering::Relaxed);
-                }
-                for path in event.paths {
-                    if tx.try_send(path).is_err() {
-                        lost_in_cb.store(true, Ordering::Relaxed);
-                    }
-                }
-            }
-            Err(_) => lost_in_cb.store(true, Ordering::Relaxed),
-        });
+    let watcher = notify::recommended_watcher(move |res| on_event(res, &tx, &lost_in_cb));
     let watcher = match watcher {
         Ok(w) => Some(w),
         Err(e) => {
@@ -131,16 +113,33 @@ pub async fn run_with_rescan(
             Some(path) = rx.recv() => d.handle_path(&path),
             _ = root_poll.tick() => {
                 let overflowed = lost.swap(false, Ordering::Relaxed);
-                if overflowed || last_full.elapsed() >= full_rescan || d.watcher.is_none() {
-                    if overflowed {
-                        tracing::warn!("inotify events were lost; rescanning sandbox folders");
-                    }
-                    d.scan_all();
+                if d.on_tick(overflowed, last_full.elapsed() >= full_rescan) {
                     last_full = tokio::time::Instant::now();
-                } else {
-                    d.check_roots();
                 }
             }
+        }
+    }
+}
+
+/// What the watcher's callback does with one notification: its paths go
+/// to the queue; an overflow (inotify's rescan flag, an error, a full
+/// queue) marks events lost, so the next tick rescans every folder.
+fn on_event(res: notify::Result<notify::Event>, tx: &mpsc::Sender<PathBuf>, lost: &AtomicBool) {
+    let event = match res {
+        Ok(event) => event,
+        Err(_) => return lost.store(true, Ordering::Relaxed),
+    };
+    // Opening or reading a folder is no change; and our own rescans open
+    // the roots, so reacting to it loops forever.
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return;
+    }
+    if event.need_rescan() {
+        lost.store(true, Ordering::Relaxed);
+    }
+    for path in event.paths {
+        if tx.try_send(path).is_err() {
+            lost.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -160,6 +159,21 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 }
 
 impl Discovery {
+    /// One tick of the root poll: a full rescan after lost events, when
+    /// one is due or without inotify (true then), else a look at the roots.
+    fn on_tick(&mut self, overflowed: bool, full_due: bool) -> bool {
+        if overflowed || full_due || self.watcher.is_none() {
+            if overflowed {
+                tracing::warn!("inotify events were lost; rescanning sandbox folders");
+            }
+            self.scan_all();
+            true
+        } else {
+            self.check_roots();
+            false
+        }
+    }
+
     fn scan_all(&mut self) {
         self.stats.rescans.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.roots.len() {
@@ -372,6 +386,59 @@ mod tests {
     fn make_sandbox(root: &Path, id: &str) -> UnixListener {
         std::fs::create_dir_all(root.join(id)).unwrap();
         UnixListener::bind(root.join(id).join(SHIM_SOCKET)).unwrap()
+    }
+
+    /// An overflow seen by the callback (inotify's rescan flag) makes the
+    /// next tick a full rescan, which finds what the lost events said.
+    #[test]
+    fn an_overflow_event_leads_to_a_full_rescan() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let lost = AtomicBool::new(false);
+        let access = notify::Event::new(notify::EventKind::Access(notify::event::AccessKind::Any))
+            .add_path("/r/a".into());
+        on_event(Ok(access), &tx, &lost);
+        assert!(rx.try_recv().is_err() && !lost.load(Ordering::Relaxed));
+        let overflow =
+            notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        on_event(Ok(overflow), &tx, &lost);
+        assert!(lost.swap(false, Ordering::Relaxed), "overflow not noticed");
+        // A full queue loses events too.
+        let create = |p: &str| {
+            notify::Event::new(notify::EventKind::Create(notify::event::CreateKind::Any))
+                .add_path(p.into())
+        };
+        on_event(Ok(create("/r/b")), &tx, &lost);
+        assert!(!lost.load(Ordering::Relaxed));
+        on_event(Ok(create("/r/c")), &tx, &lost);
+        assert!(lost.load(Ordering::Relaxed), "a full queue not noticed");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("vc/sbs");
+        std::fs::create_dir_all(&root).unwrap();
+        let stats = Arc::new(DiscoveryStats::default());
+        let mut d = Discovery {
+            roots: vec![SandboxRoot {
+                path: root.clone(),
+                runtime: RuntimeKind::Go,
+            }],
+            registry: Registry::new(),
+            stats: stats.clone(),
+            // A watcher whose events go nowhere: as if all were lost.
+            watcher: notify::recommended_watcher(|_: notify::Result<notify::Event>| {}).ok(),
+            watched_roots: HashMap::new(),
+            watched_dirs: HashSet::new(),
+        };
+        d.scan_all();
+        let _a = make_sandbox(&root, "aaa");
+        assert!(!d.on_tick(false, false), "a quiet tick rescanned");
+        assert!(d.registry.list().is_empty());
+        assert!(d.on_tick(true, false), "no rescan after an overflow");
+        assert_eq!(stats.rescans.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            d.registry.list().len(),
+            1,
+            "the rescan did not find the sandbox"
+        );
     }
 
     /// Rescans open the watched roots; that must not feed back into more

@@ -87,8 +87,18 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> 
     } else {
         CONNECTION_LIFETIME
     };
+    serve_bounded(listener, app, MAX_CONNECTIONS, lifetime).await
+}
+
+/// [`serve`] with the connection bounds given (the tests use small ones).
+async fn serve_bounded(
+    listener: TcpListener,
+    app: Arc<App>,
+    max_connections: usize,
+    lifetime: Duration,
+) -> std::io::Result<()> {
     let router = router(app);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(max_connections));
     loop {
         let permit = match permits.clone().acquire_owned().await {
             Ok(p) => p,

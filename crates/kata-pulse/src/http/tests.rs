@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::*;
@@ -55,6 +56,79 @@ async fn a_client_that_sends_no_request_is_dropped_after_the_header_timeout() {
     assert!(
         waited >= HEADER_TIMEOUT && waited < HEADER_TIMEOUT + Duration::from_secs(1),
         "closed after {waited:?}"
+    );
+}
+
+/// Sends one `/healthz` request on `conn`; true when an answer came back
+/// (false when the server closed the connection).
+async fn healthz_on(conn: &mut TcpStream) -> bool {
+    let req = b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n";
+    if conn.write_all(req).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    // The answer is small: read until its body ("ok\n") is in.
+    while !got.ends_with(b"ok\n") {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got.starts_with(b"HTTP/1.1 200")
+}
+
+/// A server with the given bounds; its address.
+async fn server(max_connections: usize, lifetime: Duration) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_bounded(
+        listener,
+        agent(&[]),
+        max_connections,
+        lifetime,
+    ));
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_beyond_the_limit_waits_until_one_closes() {
+    let addr = server(2, CONNECTION_LIFETIME).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        assert!(healthz_on(&mut c).await);
+        held.push(c);
+    }
+    // Accepted by the kernel (the backlog), not served by the agent.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let waiting = tokio::spawn(async move { healthz_on(&mut third).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served while the limit was reached");
+    drop(held.pop());
+    let served = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    assert!(
+        served.expect("not served after a slot was freed").unwrap(),
+        "no answer"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keep_alive_connection_is_closed_at_its_lifetime() {
+    let addr = server(MAX_CONNECTIONS, CONNECTION_LIFETIME).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // A request every 5 s, well within the header timeout.
+    let mut answered = 0;
+    while healthz_on(&mut conn).await {
+        answered += 1;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let lived = started.elapsed();
+    assert!(answered >= 20, "closed early: {answered} answers");
+    assert!(
+        lived >= CONNECTION_LIFETIME && lived < CONNECTION_LIFETIME + Duration::from_secs(6),
+        "closed after {lived:?}"
     );
 }
 
