@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::cri::CriClient;
@@ -84,15 +86,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         requests: Arc::new(RequestStats::default()),
         metrics_builds: Arc::new(tokio::sync::Semaphore::new(http::CONCURRENT_METRICS)),
     });
-    let mut discovery = discovery;
-    let mut labeller = labeller;
-    // The background tasks run forever; if one ends (a panic), exit so the
-    // supervisor restarts the agent instead of serving a frozen view.
+    supervise(
+        http::serve(listener, app),
+        discovery,
+        labeller,
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Serves until `shutdown`; the background tasks run forever, so if one
+/// ends (a panic) that is an error: the agent exits and its supervisor
+/// restarts it instead of it serving a frozen view.
+async fn supervise(
+    serving: impl std::future::Future<Output = std::io::Result<()>>,
+    mut discovery: JoinHandle<()>,
+    mut labeller: JoinHandle<()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let result = tokio::select! {
-        r = http::serve(listener, app) => r.map_err(anyhow::Error::from),
+        r = serving => r.map_err(anyhow::Error::from),
         r = &mut discovery => Err(anyhow::anyhow!("sandbox discovery stopped: {r:?}")),
         r = &mut labeller => Err(anyhow::anyhow!("CRI labelling stopped: {r:?}")),
-        _ = shutdown_signal() => {
+        _ = shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }
@@ -114,5 +130,53 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::pending;
+
+    fn forever() -> JoinHandle<()> {
+        tokio::spawn(pending())
+    }
+
+    /// A background task that stops (here a panic) ends the agent with an
+    /// error that is not a start-up one: main logs it and exits 1.
+    #[tokio::test]
+    async fn a_stopped_background_task_ends_the_agent_with_an_error() {
+        let serving = pending::<std::io::Result<()>>();
+        let panicked = tokio::spawn(async { panic!("lost the registry") });
+        let err = supervise(serving, panicked, forever(), pending())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("sandbox discovery stopped"),
+            "{err}"
+        );
+        assert!(err.downcast_ref::<StartupError>().is_none());
+
+        let discovery = forever();
+        let watched = discovery.abort_handle();
+        let ended = tokio::spawn(async {});
+        let err = supervise(pending(), discovery, ended, pending())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("CRI labelling stopped"), "{err}");
+        // The other task does not outlive the agent.
+        tokio::task::yield_now().await;
+        assert!(watched.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_signal_ends_the_agent_cleanly() {
+        let discovery = forever();
+        let watched = discovery.abort_handle();
+        supervise(pending(), discovery, forever(), async {})
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        assert!(watched.is_finished());
     }
 }
