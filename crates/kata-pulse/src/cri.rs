@@ -390,12 +390,15 @@ pub(crate) mod tests {
     use tonic::{Request, Response};
 
     /// Fake runtime: fixed answer, or never answers when `hang` is set.
-    /// Records whether a request carried a filter.
+    /// Records whether a request carried a filter, and counts
+    /// ContainerStatus calls.
     #[derive(Clone, Default)]
     pub(crate) struct FakeCri {
         pub(crate) pods: Vec<PodSandbox>,
+        pub(crate) containers: Arc<Mutex<Vec<cri_api::runtime::v1::Container>>>,
         pub(crate) hang: bool,
         pub(crate) saw_filter: Arc<Mutex<Vec<bool>>>,
+        pub(crate) status_calls: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     #[tonic::async_trait]
@@ -413,6 +416,49 @@ pub(crate) mod tests {
             }
             Ok(Response::new(ListPodSandboxResponse {
                 items: self.pods.clone(),
+            }))
+        }
+
+        async fn list_containers(
+            &self,
+            _: Request<cri_api::runtime::v1::ListContainersRequest>,
+        ) -> Result<Response<cri_api::runtime::v1::ListContainersResponse>, Status> {
+            Ok(Response::new(
+                cri_api::runtime::v1::ListContainersResponse {
+                    containers: self.containers.lock().unwrap().clone(),
+                },
+            ))
+        }
+
+        async fn list_container_stats(
+            &self,
+            _: Request<cri_api::runtime::v1::ListContainerStatsRequest>,
+        ) -> Result<Response<cri_api::runtime::v1::ListContainerStatsResponse>, Status> {
+            Ok(Response::new(Default::default()))
+        }
+
+        /// A started container with a 1 GiB memory limit.
+        async fn container_status(
+            &self,
+            _: Request<cri_api::runtime::v1::ContainerStatusRequest>,
+        ) -> Result<Response<cri_api::runtime::v1::ContainerStatusResponse>, Status> {
+            use cri_api::runtime::v1::{
+                ContainerResources, ContainerStatus, ContainerStatusResponse,
+                LinuxContainerResources,
+            };
+            self.status_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let linux = LinuxContainerResources {
+                memory_limit_in_bytes: 1 << 30,
+                ..Default::default()
+            };
+            Ok(Response::new(ContainerStatusResponse {
+                status: Some(ContainerStatus {
+                    started_at: 1,
+                    resources: Some(ContainerResources { linux: Some(linux) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
             }))
         }
     }

@@ -160,4 +160,50 @@ mod tests {
         assert!(Arc::ptr_eq(&snap, &again));
         assert_eq!(health.requests_failed.load(Ordering::Relaxed), 1);
     }
+
+    /// Specs are asked for once per container and reused by later
+    /// snapshots within their time to live; a new container is asked for.
+    #[tokio::test]
+    async fn specs_are_cached_between_snapshots() {
+        use crate::cri::tests::{serve, FakeCri};
+        use cri_api::runtime::v1::{Container, ContainerState};
+        let running = |id: &str| Container {
+            id: id.into(),
+            pod_sandbox_id: "sb".into(),
+            state: ContainerState::ContainerRunning as i32,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("cri.sock");
+        let fake = FakeCri::default();
+        fake.containers.lock().unwrap().push(running("c1"));
+        let calls = fake.status_calls.clone();
+        let server = serve(fake.clone(), &sock);
+        let cri = CriClient::new(
+            &cri_api::Endpoint::Unix(sock.clone()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        // No interval: every request takes a new snapshot.
+        let source = ContainerSource::new(cri, Duration::ZERO, Arc::new(CriStats::default()));
+        let ids = HashSet::from(["sb".to_string()]);
+        let first = source.snapshot(Instant::now(), &ids).await;
+        assert_eq!(first.specs["c1"].memory_limit, Some(1 << 30));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        let second = source.snapshot(Instant::now(), &ids).await;
+        assert!(!Arc::ptr_eq(&first, &second), "the snapshot was reused");
+        assert_eq!(second.specs["c1"].memory_limit, Some(1 << 30));
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            1,
+            "ContainerStatus asked again"
+        );
+
+        // The runtime now lists a second container: only that one is asked for.
+        fake.containers.lock().unwrap().push(running("c2"));
+        let third = source.snapshot(Instant::now(), &ids).await;
+        assert_eq!(third.specs.len(), 2);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        server.abort();
+    }
 }
