@@ -298,7 +298,6 @@ impl AlertmanagerBuilder {
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(&config, serde_json::to_string_pretty(&self.config())?)?;
         let data = dir.path().join("data");
-        let log = dir.path().join("alertmanager.log");
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", data.display()))
@@ -312,7 +311,6 @@ impl AlertmanagerBuilder {
         let daemon = Daemon::spawn(
             "Alertmanager",
             &mut cmd,
-            &log,
             addr,
             config,
             dir,

@@ -147,7 +147,6 @@ impl PrometheusBuilder {
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, self.config_yaml(addr)?)?;
         let data = dir.path().join("data");
-        let log = dir.path().join("prometheus.log");
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
@@ -157,7 +156,6 @@ impl PrometheusBuilder {
         let daemon = Daemon::spawn(
             "Prometheus",
             &mut cmd,
-            &log,
             addr,
             config,
             dir,

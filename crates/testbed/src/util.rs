@@ -77,19 +77,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Runs `cmd` (its output to `log`) and waits until `<addr>/-/ready`
-    /// answers 200.
+    /// Runs `cmd` (its output to `<name>.log` in `dir`) and waits until
+    /// `<addr>/-/ready` answers 200.
     pub(crate) fn spawn(
         name: &'static str,
         cmd: &mut Command,
-        log: &Path,
         addr: std::net::SocketAddr,
         config: std::path::PathBuf,
         dir: tempfile::TempDir,
         ready_timeout: Duration,
     ) -> Result<Daemon> {
         let started = Instant::now();
-        let child = ChildGuard::spawn_logging_to(&name.to_lowercase(), cmd, log)?;
+        let log = dir.path().join(format!("{}.log", name.to_lowercase()));
+        let child = ChildGuard::spawn_logging_to(&name.to_lowercase(), cmd, &log)?;
         let mut daemon = Daemon {
             name,
             child,
