@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::cri::PodMeta;
 use crate::registry::Sandbox;
 use crate::views::raw::family_action;
-use crate::views::{Digest, View};
+use crate::views::{Digest, Scraped, View};
 
 /// What one parsed body produced.
 pub struct ShimExposition {
@@ -76,7 +76,14 @@ pub fn digest(
     } else {
         views
             .iter()
-            .map(|v| v.digest(sandbox, meta, &parsed, at))
+            .map(|v| {
+                v.digest(&Scraped {
+                    sandbox,
+                    meta,
+                    body: &parsed,
+                    at,
+                })
+            })
             .collect()
     };
     let colliding = digests.iter().map(|d| d.dropped_families()).sum();

@@ -5,14 +5,11 @@
 use std::sync::Arc;
 
 use prom_text::{Exposition, Rendered};
-use tokio::time::Instant;
 
 use super::cadvisor::guest::{item, plain};
-use super::{Digest, Input, Part, View};
-use crate::cri::PodMeta;
+use super::{Digest, Input, Part, Scraped, View};
 use crate::families::{self as f, Desc};
 use crate::registry::RuntimeKind;
-use crate::registry::Sandbox;
 
 /// A host process of the sandbox (shim, hypervisor, virtiofsd).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -130,14 +127,8 @@ impl HostView {
 }
 
 impl View for HostView {
-    fn digest(
-        &self,
-        sandbox: &Sandbox,
-        _meta: Option<&PodMeta>,
-        body: &Exposition<'_>,
-        _at: Instant,
-    ) -> Arc<dyn Digest> {
-        Arc::new(extract(body, sandbox.runtime))
+    fn digest(&self, scraped: &Scraped<'_>) -> Arc<dyn Digest> {
+        Arc::new(extract(scraped.body, scraped.sandbox.runtime))
     }
 
     fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {

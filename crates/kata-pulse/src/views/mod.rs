@@ -68,15 +68,8 @@ impl Deref for Part<'_> {
 /// One way of presenting the shims' metrics.
 pub trait View: Send + Sync {
     /// Keeps what this view needs of one parsed body (on a blocking
-    /// thread; `at` is when the body arrived). `meta` is the pod metadata
-    /// the result is cached with.
-    fn digest(
-        &self,
-        sandbox: &Sandbox,
-        meta: Option<&PodMeta>,
-        body: &Exposition<'_>,
-        at: Instant,
-    ) -> Arc<dyn Digest>;
+    /// thread).
+    fn digest(&self, scraped: &Scraped<'_>) -> Arc<dyn Digest>;
 
     /// Work to run beside the shim scrapes of one request (`requested` is
     /// when it arrived), waited for with the same deadline.
@@ -90,6 +83,16 @@ pub trait View: Send + Sync {
 
     /// This view's parts of a response.
     fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>>;
+}
+
+/// One parsed shim body and where it came from, as the views digest it.
+pub struct Scraped<'a> {
+    pub sandbox: &'a Sandbox,
+    /// The pod metadata the result is cached with.
+    pub meta: Option<&'a PodMeta>,
+    pub body: &'a Exposition<'a>,
+    /// When the body arrived.
+    pub at: Instant,
 }
 
 /// What a view renders from: the collection, seen through its own index.

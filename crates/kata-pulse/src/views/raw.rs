@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use prom_text::{Exposition, FamilyAction, Rendered};
-use tokio::time::Instant;
 
-use super::{Digest, Input, Part, View};
+use super::{Digest, Input, Part, Scraped, View};
 use crate::cri::PodMeta;
-use crate::registry::Sandbox;
 
 /// Label names appended to every shim sample, in kata-monitor's order.
 pub const IDENTITY_LABELS: [&str; 4] = ["sandbox_id", "cri_uid", "cri_name", "cri_namespace"];
@@ -57,14 +55,8 @@ pub fn relabel(exp: &Exposition<'_>, sandbox_id: &str, meta: Option<&PodMeta>) -
 pub struct RawView;
 
 impl View for RawView {
-    fn digest(
-        &self,
-        sandbox: &Sandbox,
-        meta: Option<&PodMeta>,
-        body: &Exposition<'_>,
-        _at: Instant,
-    ) -> Arc<dyn Digest> {
-        Arc::new(relabel(body, &sandbox.id, meta))
+    fn digest(&self, scraped: &Scraped<'_>) -> Arc<dyn Digest> {
+        Arc::new(relabel(scraped.body, &scraped.sandbox.id, scraped.meta))
     }
 
     fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {

@@ -6,16 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use prom_text::Exposition;
 use tokio::time::Instant;
 
 use super::containers::{ContainerSnapshot, ContainerSource};
 use super::cpu_unit::CpuUnit;
 use super::guest::{self, GuestStats};
 use super::PodInput;
-use crate::cri::PodMeta;
 use crate::registry::Sandbox;
-use crate::views::{Digest, Input, Part, Prepared, View};
+use crate::views::{Digest, Input, Part, Prepared, Scraped, View};
 
 /// What the cAdvisor view keeps of one body.
 #[derive(Debug)]
@@ -49,13 +47,8 @@ impl CadvisorView {
 }
 
 impl View for CadvisorView {
-    fn digest(
-        &self,
-        sandbox: &Sandbox,
-        _meta: Option<&PodMeta>,
-        body: &Exposition<'_>,
-        at: Instant,
-    ) -> Arc<dyn Digest> {
+    fn digest(&self, scraped: &Scraped<'_>) -> Arc<dyn Digest> {
+        let (sandbox, body, at) = (scraped.sandbox, scraped.body, scraped.at);
         let guest = guest::extract(body);
         let cpu_scale = {
             let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
