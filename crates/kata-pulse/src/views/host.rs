@@ -133,16 +133,13 @@ impl View for HostView {
 
     fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {
         let pods: Vec<PodHost<'_>> = input
-            .collection
-            .sandboxes
-            .iter()
-            .filter_map(|s| {
-                let processes = input.digest::<HostProcesses>(s)?;
+            .sandboxes::<HostProcesses>()
+            .filter_map(|(s, processes)| {
                 Some(PodHost {
                     sandbox_id: &s.sandbox.id,
                     namespace: s.pod().0,
                     pod: s.pod().1,
-                    processes,
+                    processes: processes?,
                 })
             })
             .collect();

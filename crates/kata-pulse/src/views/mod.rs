@@ -112,6 +112,17 @@ impl<'a> Input<'a> {
         exp.digests.get(self.index)?.as_any().downcast_ref()
     }
 
+    /// Every sandbox of the collection with this view's digest of it.
+    pub fn sandboxes<T: 'static>(
+        &self,
+    ) -> impl Iterator<Item = (&'a SandboxScrape, Option<&'a T>)> + 'a {
+        let view = Input::new(self.collection, self.index);
+        self.collection
+            .sandboxes
+            .iter()
+            .map(move |s| (s, view.digest(s)))
+    }
+
     /// What this view's [`View::prepare`] produced (`None` if it did not
     /// finish within the deadline).
     pub fn prepared<T: 'static>(&self) -> Option<&'a T> {

@@ -61,10 +61,8 @@ impl View for RawView {
 
     fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {
         input
-            .collection
-            .sandboxes
-            .iter()
-            .filter_map(|s| input.digest::<Rendered>(s))
+            .sandboxes::<Rendered>()
+            .filter_map(|(_, digest)| digest)
             .map(Part::Cached)
             .collect()
     }

@@ -83,18 +83,13 @@ impl View for CadvisorView {
 
     fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {
         let pods: Vec<PodInput<'_>> = input
-            .collection
-            .sandboxes
-            .iter()
-            .map(|s| {
-                let digest = input.digest::<PodDigest>(s);
-                PodInput {
-                    sandbox_id: &s.sandbox.id,
-                    namespace: s.pod().0,
-                    pod: s.pod().1,
-                    guest: digest.map(|d| &d.guest),
-                    cpu_scale: digest.and_then(|d| d.cpu_scale),
-                }
+            .sandboxes::<PodDigest>()
+            .map(|(s, digest)| PodInput {
+                sandbox_id: &s.sandbox.id,
+                namespace: s.pod().0,
+                pod: s.pod().1,
+                guest: digest.map(|d| &d.guest),
+                cpu_scale: digest.and_then(|d| d.cpu_scale),
             })
             .collect();
         let snap = input.prepared::<ContainerSnapshot>();
