@@ -120,18 +120,7 @@ async fn raw_sandbox(
     params: &Params,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    let sandbox = app.sandbox(params)?;
-    let _permit = app.collector.shim_permit().await;
-    let resp = app
-        .shim
-        .get(&sandbox.socket, "/metrics")
-        .await
-        .map_err(|e| {
-            HttpError::Shim(format!(
-                "failed to get metrics of sandbox {}: {e}",
-                sandbox.id
-            ))
-        })?;
+    let (_, resp) = app.shim_get(params, "/metrics", "metrics").await?;
     let ct = resp.headers.get(http::header::CONTENT_TYPE).cloned();
     let body = resp.body.to_vec();
     Ok(

@@ -33,7 +33,7 @@ use crate::discovery::DiscoveryStats;
 use crate::registry::Registry;
 use crate::sandbox_id;
 use crate::self_metrics::RequestStats;
-use crate::shim_client::ShimClient;
+use crate::shim_client::{ShimClient, ShimResponse};
 
 /// Most connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 512;
@@ -267,6 +267,25 @@ impl App {
         self.registry
             .get(id)
             .ok_or_else(|| HttpError::UnknownSandbox(id.to_string()))
+    }
+
+    /// GET `path` from the shim of the sandbox `sandbox=` names, holding a
+    /// shim permit; `what` says what was asked for in the error.
+    async fn shim_get(
+        &self,
+        params: &Params,
+        path: &str,
+        what: &str,
+    ) -> Result<(Arc<crate::registry::Sandbox>, ShimResponse), HttpError> {
+        let sandbox = self.sandbox(params)?;
+        let _permit = self.collector.shim_permit().await;
+        match self.shim.get(&sandbox.socket, path).await {
+            Ok(resp) => Ok((sandbox, resp)),
+            Err(e) => Err(HttpError::Shim(format!(
+                "failed to get {what} of sandbox {}: {e}",
+                sandbox.id
+            ))),
+        }
     }
 }
 

@@ -142,18 +142,7 @@ fn status_page(app: &App, list: &[Arc<crate::registry::Sandbox>]) -> String {
 /// The shim's agent URL (`vsock://<cid>:1024` …), with a trailing newline
 /// as kata-monitor writes it. Shim errors are errors here, not 200s.
 pub async fn agent_url(State(app): State<Arc<App>>, params: Params) -> Result<Response, HttpError> {
-    let sandbox = app.sandbox(&params)?;
-    let _permit = app.collector.shim_permit().await;
-    let resp = app
-        .shim
-        .get(&sandbox.socket, "/agent-url")
-        .await
-        .map_err(|e| {
-            HttpError::Shim(format!(
-                "failed to get the agent URL of sandbox {}: {e}",
-                sandbox.id
-            ))
-        })?;
+    let (sandbox, resp) = app.shim_get(&params, "/agent-url", "the agent URL").await?;
     let url = String::from_utf8_lossy(&resp.body).trim().to_string();
     if url.is_empty() {
         // runtime-rs answers 200 with an empty body when it fails.
