@@ -1346,3 +1346,84 @@ async fn runs_with_exactly_the_charts_rbac() {
     }
     c.cleanup().await;
 }
+
+/// The webhook over TLS (a certificate made here with openssl): a real
+/// Alertmanager that trusts that CA delivers over HTTPS with basic auth,
+/// and a plain-HTTP client gets nowhere.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a control plane: KARO_E2E_KUBECONFIG (scripts/test.sh starts one)"]
+async fn the_webhook_serves_tls() {
+    let c = Cluster::new("tls").await.unwrap();
+    c.apply(json!({"apiVersion": "karo.io/v1alpha1", "kind": "AlertReaction", "metadata": {"name": "over-tls"},
+        "spec": {"alertName": "OverTls", "actions": [{"name": "a", "image": "busybox"}]}}))
+        .await
+        .unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=karo",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extra = vec![
+        format!("--webhook-tls-cert-file={}", cert.display()),
+        format!("--webhook-tls-key-file={}", key.display()),
+    ];
+    let karo = Karo::start(
+        &c,
+        KaroOptions {
+            extra,
+            htpasswd: Some(bcrypt_line("alertmanager", "secret")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Plain HTTP to the TLS listener: no answer worth the name, nothing created.
+    let plain = karo.post(
+        Some(&format!("Bearer {TOKEN}")),
+        &notification(
+            "firing",
+            vec![alert("OverTls", "p0", "2026-12-01T10:00:00Z", &[])],
+        ),
+    );
+    assert!(plain.map(|r| r.status != 200).unwrap_or(true));
+    let https = karo.webhook.replacen("http://", "https://", 1);
+    let am = Alertmanager::builder(&https)
+        .basic_auth("alertmanager", "secret")
+        .tls_ca_file(&cert)
+        .start()
+        .unwrap();
+    am.post_alerts(&json!([{"labels": {"alertname": "OverTls"}}]))
+        .unwrap();
+    let jobs = c
+        .wait_jobs("the Job delivered over HTTPS", T, |j| j.len() == 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", karo.log(), am.log_tail(20)));
+    assert_eq!(label(&jobs[0], "karo/owner"), "over-tls");
+    assert_eq!(
+        c.job_list().await.unwrap().len(),
+        1,
+        "the plain-HTTP request created nothing"
+    );
+    c.cleanup().await;
+}
