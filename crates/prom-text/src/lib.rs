@@ -10,11 +10,16 @@
 //! - never panics on input: a bad line is skipped and counted ([`ParseErrors`]),
 //!   the rest of the body survives.
 
+mod compact;
 mod escape;
 mod merge;
 mod parse;
+mod relabel;
 mod render;
+mod source;
+mod stream;
 
+pub use compact::{Compact, Shape, Shapes};
 pub use escape::{
     escape_help, escape_label_value, is_valid_label_name, is_valid_metric_name,
     unescape_label_value,
@@ -22,6 +27,8 @@ pub use escape::{
 pub use merge::{merge, merge_stats, FamilyFilter, MergeStats};
 pub use parse::{parse, Exposition, Family, Label, ParseErrors, Sample, MAX_LABELS};
 pub use render::{FamilyAction, Rendered, RenderedFamily};
+pub use source::{FamilyInfo, Source};
+pub use stream::Merger;
 
 /// The metric types of the text format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

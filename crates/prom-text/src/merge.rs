@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::render::Rendered;
+use crate::source::{write_header, FamilyInfo};
 
 /// Decides whether a family (by final name) is written.
 pub type FamilyFilter<'a> = &'a dyn Fn(&str) -> bool;
@@ -66,18 +67,15 @@ fn walk(parts: &[&Rendered], keep: FamilyFilter<'_>, mut out: Option<&mut Vec<u8
                 let Some(out) = out.as_deref_mut() else {
                     continue;
                 };
-                if let Some(help) = part.help(fam) {
-                    out.extend_from_slice(b"# HELP ");
-                    out.extend_from_slice(name.as_bytes());
-                    out.push(b' ');
-                    out.extend_from_slice(help.as_bytes());
-                    out.push(b'\n');
-                }
-                out.extend_from_slice(b"# TYPE ");
-                out.extend_from_slice(name.as_bytes());
-                out.push(b' ');
-                out.extend_from_slice(fam.kind.as_str().as_bytes());
-                out.push(b'\n');
+                write_header(
+                    out,
+                    &FamilyInfo {
+                        name,
+                        help: part.help(fam),
+                        kind: fam.kind,
+                        samples: fam.samples,
+                    },
+                );
             }
         }
         if let Some(out) = out.as_deref_mut() {

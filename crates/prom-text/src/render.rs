@@ -10,7 +10,9 @@ use std::io::Write;
 use std::ops::Range;
 
 use crate::escape::{escape_help, escape_label_value};
-use crate::parse::{Exposition, Label, MAX_LABELS};
+use crate::parse::Exposition;
+use crate::relabel::{self, Event};
+use crate::source::{FamilyInfo, Source};
 use crate::{write_value, MetricType};
 
 /// What to do with a family of the source exposition.
@@ -110,74 +112,70 @@ impl Rendered {
             .iter()
             .map(|(n, v)| (*n, escape_label_value(v)))
             .collect();
+        let names: Vec<&str> = extra.iter().map(|(n, _)| *n).collect();
         let mut out = Rendered {
             buf: Vec::with_capacity((exp.samples.len() * 160).min(1 << 20)),
             families: Vec::with_capacity(exp.families.len()),
             ..Rendered::default()
         };
-        for fam in &exp.families {
-            let prefix = match action(fam.name) {
-                FamilyAction::Drop => continue,
-                FamilyAction::Keep => "",
-                FamilyAction::Prefix(p) => p,
-            };
-            let name_start = pos(&out.buf);
-            out.buf.extend_from_slice(prefix.as_bytes());
-            out.buf.extend_from_slice(fam.name.as_bytes());
-            let name = name_start..pos(&out.buf);
-            let help = fam.help.map(|h| {
-                let start = pos(&out.buf);
-                out.buf.extend_from_slice(h.as_bytes());
-                start..pos(&out.buf)
-            });
-            let lines_start = pos(&out.buf);
-            let mut written = 0u32;
-            for s in exp.samples_of(fam) {
-                let special = match fam.kind {
-                    MetricType::Histogram if s.name.ends_with("_bucket") => Some("le"),
-                    MetricType::Summary if s.name == fam.name => Some("quantile"),
-                    _ => None,
-                };
-                let labels = exp.labels_of(s);
-                let shadowed = labels
-                    .iter()
-                    .filter(|l| {
-                        Some(l.name) != special && shadowed_by_exported(labels, l, &escaped)
-                    })
-                    .count();
-                if labels.len() - shadowed + escaped.len() > MAX_LABELS {
-                    out.too_many_labels = out.too_many_labels.saturating_add(1);
-                    continue;
-                }
-                written += 1;
+        let mut open: Option<OpenFamily> = None;
+        relabel::walk(exp, &names, action, |event| match event {
+            Event::Family { prefix, family } => {
+                let name_start = pos(&out.buf);
                 out.buf.extend_from_slice(prefix.as_bytes());
-                out.buf.extend_from_slice(s.name.as_bytes());
-                write_labels(&mut out.buf, labels, &escaped, special);
+                out.buf.extend_from_slice(family.name.as_bytes());
+                let name = name_start..pos(&out.buf);
+                let help = family.help.map(|h| {
+                    let start = pos(&out.buf);
+                    out.buf.extend_from_slice(h.as_bytes());
+                    start..pos(&out.buf)
+                });
+                open = Some(OpenFamily {
+                    name,
+                    help,
+                    kind: family.kind,
+                    lines_start: pos(&out.buf),
+                    samples: 0,
+                });
+            }
+            Event::Sample(line) => {
+                let Some(fam) = open.as_mut() else { return };
+                fam.samples += 1;
+                out.buf.extend_from_slice(line.prefix.as_bytes());
+                out.buf.extend_from_slice(line.sample.name.as_bytes());
+                if !(line.labels.is_empty() && escaped.is_empty()) {
+                    out.buf.push(b'{');
+                    let own = line.write_own_labels(&mut out.buf, &names);
+                    for (i, (n, v)) in escaped.iter().enumerate() {
+                        if own || i > 0 {
+                            out.buf.push(b',');
+                        }
+                        write_label(&mut out.buf, n, v);
+                    }
+                    line.write_special(&mut out.buf, own || !escaped.is_empty());
+                    out.buf.push(b'}');
+                }
                 out.buf.push(b' ');
-                if s.value.is_finite() {
-                    out.buf.extend_from_slice(s.value_text.as_bytes());
-                } else {
-                    write_value(&mut out.buf, s.value);
-                }
-                if let Some(ts) = s.timestamp {
-                    out.buf.push(b' ');
-                    out.buf.extend_from_slice(ts.as_bytes());
-                }
+                line.write_value(&mut out.buf);
                 out.buf.push(b'\n');
             }
-            if written == 0 {
-                // Every sample was dropped: no family without samples.
-                out.buf.truncate(name_start as usize);
-                continue;
+            Event::TooManyLabels => out.too_many_labels = out.too_many_labels.saturating_add(1),
+            Event::End => {
+                let Some(fam) = open.take() else { return };
+                if fam.samples == 0 {
+                    // Every sample was dropped: no family without samples.
+                    out.buf.truncate(fam.name.start as usize);
+                    return;
+                }
+                out.families.push(RenderedFamily {
+                    lines: fam.lines_start..pos(&out.buf),
+                    name: fam.name,
+                    help: fam.help,
+                    kind: fam.kind,
+                    samples: fam.samples,
+                });
             }
-            out.families.push(RenderedFamily {
-                name,
-                help,
-                kind: fam.kind,
-                lines: lines_start..pos(&out.buf),
-                samples: written,
-            });
-        }
+        });
         out.sort_and_dedup();
         out.buf.shrink_to_fit();
         out
@@ -262,65 +260,36 @@ impl Rendered {
     }
 }
 
-/// A source label that clashes with an appended one is renamed
-/// `exported_<name>`; when the sample already has `exported_<name>`,
-/// keeping both would repeat a label name, so it is left out.
-fn shadowed_by_exported(
-    labels: &[Label<'_>],
-    l: &Label<'_>,
-    extra: &[(&str, Cow<'_, str>)],
-) -> bool {
-    extra.iter().any(|(n, _)| *n == l.name)
-        && labels
-            .iter()
-            .any(|o| o.name.strip_prefix("exported_") == Some(l.name))
+impl Source for Rendered {
+    fn family_count(&self) -> usize {
+        self.families.len()
+    }
+
+    fn family(&self, i: usize) -> FamilyInfo<'_> {
+        match self.families.get(i) {
+            Some(f) => FamilyInfo {
+                name: self.name(f),
+                help: self.help(f),
+                kind: f.kind,
+                samples: f.samples,
+            },
+            None => FamilyInfo {
+                name: "",
+                help: None,
+                kind: MetricType::Untyped,
+                samples: 0,
+            },
+        }
+    }
+
+    fn write_family(&self, i: usize, out: &mut Vec<u8>) {
+        if let Some(f) = self.families.get(i) {
+            out.extend_from_slice(self.lines(f));
+        }
+    }
 }
 
-/// Writes a relabelled sample's label set: its own labels (`exported_`
-/// where they clash with an `extra` one), the `extra` ones, then the
-/// `special` one (`le`, `quantile`) last.
-fn write_labels(
-    buf: &mut Vec<u8>,
-    labels: &[Label<'_>],
-    extra: &[(&str, Cow<'_, str>)],
-    special: Option<&str>,
-) {
-    if labels.is_empty() && extra.is_empty() {
-        return;
-    }
-    buf.push(b'{');
-    let mut first = true;
-    let mut sep = |buf: &mut Vec<u8>| {
-        if !first {
-            buf.push(b',');
-        }
-        first = false;
-    };
-    for l in labels.iter().filter(|l| Some(l.name) != special) {
-        if shadowed_by_exported(labels, l, extra) {
-            continue;
-        }
-        let clashes = extra.iter().any(|(n, _)| *n == l.name);
-        sep(buf);
-        if clashes {
-            buf.extend_from_slice(b"exported_");
-        }
-        write_label(buf, l.name, l.value);
-    }
-    for (n, v) in extra {
-        sep(buf);
-        write_label(buf, n, v);
-    }
-    if let Some(sp) = special {
-        if let Some(l) = labels.iter().find(|l| l.name == sp) {
-            sep(buf);
-            write_label(buf, l.name, l.value);
-        }
-    }
-    buf.push(b'}');
-}
-
-fn write_label(buf: &mut Vec<u8>, name: &str, escaped_value: &str) {
+pub(crate) fn write_label(buf: &mut Vec<u8>, name: &str, escaped_value: &str) {
     let _ = write!(buf, "{name}=\"{escaped_value}\"");
 }
 
@@ -328,6 +297,7 @@ fn write_label(buf: &mut Vec<u8>, name: &str, escaped_value: &str) {
 mod tests {
     use super::*;
     use crate::parse;
+    use crate::MAX_LABELS;
 
     fn text(r: &Rendered) -> String {
         let mut s = String::new();

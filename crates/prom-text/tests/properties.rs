@@ -381,6 +381,7 @@ proptest! {
         families in exposition(),
         layout in layout(),
         values in prop::array::uniform4(label_value()),
+        chunk in 1usize..4096,
     ) {
         let body = write_body(&families, &layout);
         assert_parses_to_model(&families, &body);
@@ -394,6 +395,12 @@ proptest! {
         own.sample("", &extra, 1.0);
         own.finish();
         oracle::check_merge(&[&own, &a, &b], &|_| true);
+        oracle::check_compact_stream(
+            &[(&body, extra), (&body, oracle::IDENTITY), (&body, extra)],
+            &own,
+            &|_| true,
+            chunk,
+        );
     }
 
     #[test]
@@ -403,12 +410,21 @@ proptest! {
             prop::collection::vec(syntax_byte(), 0..400),
             mangled(),
         ],
+        other in exposition(),
         values in prop::array::uniform4(label_value()),
+        chunk in 1usize..4096,
     ) {
         let extra = identity(&values);
         let a = oracle::check_roundtrip(&body, &extra, oracle::agent_action);
         let b = oracle::check_roundtrip(&body, &[], |_| prom_text::FamilyAction::Keep);
         oracle::check_merge(&[&a, &b], &|_| true);
         oracle::check_merge(&[&b, &a], &|n| n.len() % 2 == 0);
+        let valid = write_body(&other, &Layout { crlf: false, blank: " ", trailing_comma: false, comments: false });
+        oracle::check_compact_stream(
+            &[(&body, extra), (&valid, oracle::IDENTITY), (&body, oracle::IDENTITY)],
+            &Rendered::default(),
+            &|n| n.len() % 3 != 0,
+            chunk,
+        );
     }
 }

@@ -447,3 +447,67 @@ pub fn check_merge(parts: &[&Rendered], keep: &dyn Fn(&str) -> bool) -> Vec<u8> 
     }
     out
 }
+
+/// The compact encoding and the streamed merge give byte for byte what the
+/// reference path gives (each body rendered whole, merged whole), with the
+/// same stats, for every chunk size: `bodies` are encoded both ways, each
+/// with its own identity values, the compact ones sharing one table of
+/// shapes; `own` (the agent's own metrics) goes first in both merges.
+pub fn check_compact_stream(
+    bodies: &[(&[u8], [(&str, &str); 4])],
+    own: &Rendered,
+    keep: &dyn Fn(&str) -> bool,
+    chunk: usize,
+) -> Vec<u8> {
+    use prom_text::{Compact, Merger, Shapes, Source};
+    let parsed: Vec<_> = bodies.iter().map(|(b, _)| parse(b)).collect();
+    let rendered: Vec<Rendered> = parsed
+        .iter()
+        .zip(bodies)
+        .map(|(e, (_, extra))| Rendered::from_exposition(e, extra, agent_action))
+        .collect();
+    let shapes = Shapes::new();
+    let compact: Vec<Compact> = parsed
+        .iter()
+        .zip(bodies)
+        .map(|(e, (_, extra))| Compact::from_exposition(e, extra, agent_action, &shapes))
+        .collect();
+    for (r, c) in rendered.iter().zip(&compact) {
+        assert_eq!(r.sample_count(), c.sample_count(), "sample count");
+        assert_eq!(r.duplicate_families, c.duplicate_families());
+        assert_eq!(r.too_many_labels, c.too_many_labels());
+    }
+    let mut reference: Vec<&Rendered> = vec![own];
+    reference.extend(rendered.iter());
+    let mut want = Vec::new();
+    let want_stats = merge(&reference, keep, &mut want);
+
+    let mut parts: Vec<&dyn Source> = vec![own];
+    parts.extend(compact.iter().map(|c| c as &dyn Source));
+    let mut merger = Merger::new(parts.clone(), keep);
+    let mut got = Vec::new();
+    let mut chunks = 0usize;
+    loop {
+        let before = got.len();
+        let more = merger.fill(&mut got, before + chunk.max(1));
+        chunks += 1;
+        assert!(chunks <= want.len() + 2, "the merge does not end");
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(merger.stats(), want_stats, "streamed stats");
+    assert_eq!(
+        Merger::new(parts, keep).count(),
+        want_stats,
+        "counted stats"
+    );
+    if got != want {
+        panic!(
+            "streamed compact merge differs from the reference\n--- reference\n{}\n--- streamed\n{}",
+            String::from_utf8_lossy(&want),
+            String::from_utf8_lossy(&got)
+        );
+    }
+    want
+}
