@@ -448,14 +448,14 @@ pub fn check_merge(parts: &[&Rendered], keep: &dyn Fn(&str) -> bool) -> Vec<u8> 
     out
 }
 
+/// A body and the identity labels it is encoded with.
+pub type Labelled<'a> = (&'a [u8], [(&'a str, &'a str); 4]);
+
 /// The compact encoding and the streamed merge give byte for byte what the
 /// reference path gives (each body rendered whole, merged whole), with the
 /// same stats, for every chunk size: `bodies` are encoded both ways, each
 /// with its own identity values, the compact ones sharing one table of
 /// shapes; `own` (the agent's own metrics) goes first in both merges.
-/// A body and the identity labels it is encoded with.
-pub type Labelled<'a> = (&'a [u8], [(&'a str, &'a str); 4]);
-
 pub fn check_compact_stream(
     bodies: &[Labelled<'_>],
     own: &Rendered,
