@@ -135,7 +135,7 @@ impl Collector {
         interval: Duration,
         concurrency: usize,
     ) -> Arc<Collector> {
-        let views: Vec<Arc<dyn View>> = vec![Arc::new(crate::views::raw::RawView)];
+        let views: Vec<Arc<dyn View>> = vec![Arc::new(crate::views::raw::RawView::default())];
         Self::with_views(registry, client, interval, concurrency, views)
     }
 

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
     use crate::registry::RuntimeKind;
     use crate::views::raw::RawView;
-    use prom_text::Rendered;
+    use prom_text::{Compact, Source};
 
     fn digest_raw(body: &[u8]) -> ShimExposition {
         let sandbox = Sandbox {
@@ -113,11 +113,11 @@ mod tests {
             runtime: RuntimeKind::Go,
             discovered_at: std::time::SystemTime::UNIX_EPOCH,
         };
-        let views: Vec<Arc<dyn View>> = vec![Arc::new(RawView)];
+        let views: Vec<Arc<dyn View>> = vec![Arc::new(RawView::default())];
         digest(body, &sandbox, None, &views, Instant::now())
     }
 
-    fn rendered(e: &ShimExposition) -> &Rendered {
+    fn rendered(e: &ShimExposition) -> &Compact {
         e.digests[0].as_any().downcast_ref().unwrap()
     }
 
@@ -133,7 +133,7 @@ mod tests {
     fn names_colliding_after_renaming_are_counted() {
         let e = digest_raw(b"go_x 1\nkata_shim_go_x 2\n");
         assert_eq!(e.colliding_families, 1);
-        assert_eq!(rendered(&e).families().len(), 1);
+        assert_eq!(rendered(&e).family_count(), 1);
     }
 
     #[test]
@@ -142,6 +142,6 @@ mod tests {
             b"kata_monitor_scrape_count 999\nkata_pulse_x 1\nok 1\ncontainer_cpu_usage_seconds_total{pod=\"victim\"} 1e9\n",
         );
         assert_eq!(e.dropped_families, 3);
-        assert_eq!(rendered(&e).families().len(), 1);
+        assert_eq!(rendered(&e).family_count(), 1);
     }
 }

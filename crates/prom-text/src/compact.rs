@@ -332,12 +332,7 @@ impl Source for Compact {
                 kind: f.kind,
                 samples: f.series.end - f.series.start,
             },
-            None => FamilyInfo {
-                name: "",
-                help: None,
-                kind: MetricType::Untyped,
-                samples: 0,
-            },
+            None => FamilyInfo::NONE,
         }
     }
 

@@ -273,12 +273,7 @@ impl Source for Rendered {
                 kind: f.kind,
                 samples: f.samples,
             },
-            None => FamilyInfo {
-                name: "",
-                help: None,
-                kind: MetricType::Untyped,
-                samples: 0,
-            },
+            None => FamilyInfo::NONE,
         }
     }
 

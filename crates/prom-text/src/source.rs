@@ -16,6 +16,16 @@ pub struct FamilyInfo<'a> {
     pub samples: u32,
 }
 
+impl FamilyInfo<'static> {
+    /// What a source answers for an index it does not have.
+    pub const NONE: FamilyInfo<'static> = FamilyInfo {
+        name: "",
+        help: None,
+        kind: MetricType::Untyped,
+        samples: 0,
+    };
+}
+
 /// Families sorted by name (no name twice), each with its sample lines.
 pub trait Source {
     fn family_count(&self) -> usize;

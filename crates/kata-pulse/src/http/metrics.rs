@@ -8,13 +8,18 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue};
-use prom_text::Rendered;
+use std::time::Duration;
 
+use axum::body::Body;
+use prom_text::Merger;
+use tokio::time::Instant;
+
+use super::body::ExpositionBody;
 use super::negotiate::gzip_accepted;
 use super::{App, HttpError, Params};
 use crate::collect::Collection;
 use crate::self_metrics::{self, Sources};
-use crate::views;
+use crate::views::{self, Part};
 
 pub async fn metrics(
     State(app): State<Arc<App>>,
@@ -27,9 +32,9 @@ pub async fn metrics(
     if params.wants_sandbox() {
         return raw_sandbox(&app, &params, &headers).await;
     }
-    // The semaphore is never closed; holding a permit bounds how many whole
-    // responses exist in memory at once.
-    let _build = app.metrics_builds.clone().acquire_owned().await.ok();
+    // The semaphore is never closed; a permit is held until the body is
+    // sent, which bounds the responses in flight.
+    let permit = app.metrics_builds.clone().acquire_owned().await.ok();
     let collection = app.collector.collect().await;
     let ms = u64::try_from(collection.duration.as_millis()).unwrap_or(u64::MAX);
     app.requests.observe_collection_ms(ms);
@@ -39,26 +44,32 @@ pub async fn metrics(
         .map(String::from)
         .collect();
     let gzip = gzip_accepted(&headers);
-    // Merging (and compressing) a large node's output is CPU work of tens
-    // of milliseconds: keep it off the async workers that answer probes.
+    // Rendering the per-request parts and listing every family of a large
+    // node is CPU work of milliseconds: keep it off the async workers that
+    // answer probes. The body is then written a chunk at a time.
     let work_app = app.clone();
-    let encoded =
-        tokio::task::spawn_blocking(move || build(&work_app, &collection, &prefixes, gzip)).await;
-    let (body, zipped) =
-        encoded.map_err(|e| HttpError::Internal(format!("building the response failed: {e}")))?;
-    Ok(exposition_response(body, zipped, None))
+    let merger = tokio::task::spawn_blocking(move || plan(&work_app, &collection, &prefixes))
+        .await
+        .map_err(|e| HttpError::Internal(format!("building the response failed: {e}")))?;
+    let deadline = Instant::now() + SEND_DEADLINE;
+    let body = ExpositionBody::new(merger, gzip, deadline, permit);
+    Ok(exposition_response(Body::new(body), gzip, None))
 }
 
-/// The whole aggregate response body: own metrics and every view's parts,
-/// merged; gzip-compressed when `gzip` (the flag says if it is).
-fn build(app: &App, collection: &Collection, prefixes: &[String], gzip: bool) -> (Vec<u8>, bool) {
+/// How long a client may take to read one aggregate response: a reader
+/// slower than this holds its permit no longer.
+pub const SEND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The merge of one aggregate response, ready to be written: the agent's
+/// own metrics first, then every view's parts.
+fn plan(app: &App, collection: &Collection, prefixes: &[String]) -> Merger<Part> {
     let keep =
         |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()));
-    let view_parts = views::render(app.collector.views(), collection);
-    let shown: Vec<&Rendered> = view_parts.iter().map(|p| &**p).collect();
+    let parts = views::render(app.collector.views(), collection);
     // Only shim families can conflict: the views' own families use the
-    // agent's reserved prefixes, which shims cannot write.
-    let conflicts = prom_text::merge_stats(&shown, &keep);
+    // agent's reserved prefixes, which shims cannot write. Counted before
+    // the own metrics are rendered, so this response reports its own.
+    let conflicts = Merger::new(parts.iter().collect::<Vec<_>>(), &keep).count();
     app.requests
         .type_conflicts
         .fetch_add(u64::from(conflicts.type_conflicts), Ordering::Relaxed);
@@ -76,18 +87,10 @@ fn build(app: &App, collection: &Collection, prefixes: &[String], gzip: bool) ->
         },
         collection,
     );
-    let mut parts = Vec::with_capacity(shown.len() + 1);
-    parts.push(&own);
-    parts.extend(shown.iter().copied());
-    let size: usize = parts.iter().map(|p| p.heap_bytes()).sum();
-    let mut body = Vec::with_capacity(size);
-    prom_text::merge(&parts, &keep, &mut body);
-    if gzip {
-        if let Some(zipped) = gzip_bytes(&body) {
-            return (zipped, true);
-        }
-    }
-    (body, false)
+    let mut all = Vec::with_capacity(parts.len() + 1);
+    all.push(Part::Fresh(own));
+    all.extend(parts);
+    Merger::new(all, &keep)
 }
 
 fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
@@ -132,7 +135,7 @@ async fn raw_sandbox(
 }
 
 fn exposition_response(
-    body: Vec<u8>,
+    body: impl Into<Body>,
     gzipped: bool,
     content_type: Option<HeaderValue>,
 ) -> Response {
@@ -145,7 +148,7 @@ fn exposition_response(
                 HeaderValue::from_static("Accept-Encoding"),
             ),
         ],
-        body,
+        body.into(),
     )
         .into_response();
     if gzipped {

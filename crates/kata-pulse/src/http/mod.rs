@@ -3,6 +3,7 @@
 //! Connections are bounded in number and in how long a client may take to
 //! send its request head, so a misbehaving client cannot pin the agent.
 
+mod body;
 mod debug;
 mod index;
 mod metrics;
@@ -42,9 +43,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest life of one connection (keep-alive included), so clients that
 /// stop reading cannot hold connection slots; Prometheus simply reconnects.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-/// Aggregate `/metrics` responses built at the same time: each holds a
-/// whole response in memory.
-pub(crate) const CONCURRENT_METRICS: usize = 4;
+/// Aggregate `/metrics` responses in flight (collected, then streamed to
+/// their clients): each holds its per-request parts and one chunk.
+pub(crate) const CONCURRENT_METRICS: usize = 8;
 
 /// Shared state of all handlers.
 pub struct App {

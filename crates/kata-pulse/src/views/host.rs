@@ -131,7 +131,7 @@ impl View for HostView {
         Arc::new(extract(scraped.body, scraped.sandbox.runtime))
     }
 
-    fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {
+    fn render(&self, input: &Input<'_>) -> Vec<Part> {
         let pods: Vec<PodHost<'_>> = input
             .sandboxes::<HostProcesses>()
             .filter_map(|(s, processes)| {

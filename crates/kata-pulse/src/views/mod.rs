@@ -18,11 +18,10 @@ pub mod host;
 pub mod raw;
 
 use std::any::Any;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use prom_text::{Exposition, Rendered};
+use prom_text::{Exposition, FamilyInfo, Rendered, Source};
 use tokio::time::Instant;
 
 use crate::collect::{Collection, SandboxScrape};
@@ -41,26 +40,54 @@ pub trait Digest: Any + Send + Sync {
     fn dropped_families(&self) -> u32 {
         0
     }
+    /// Samples of the body this view had to drop (too many labels).
+    fn dropped_samples(&self) -> u32 {
+        0
+    }
+    /// The digest's families, when it is written into responses as it is.
+    fn source(&self) -> Option<&(dyn Source + Send + Sync)> {
+        None
+    }
     fn as_any(&self) -> &dyn Any;
 }
 
 /// Per-request data a view fetches alongside the shim scrapes.
 pub type Prepared = Arc<dyn Any + Send + Sync>;
 
-/// One part of a response: borrowed from the cached digests or rendered
-/// for this response.
-pub enum Part<'a> {
-    Cached(&'a Rendered),
+/// One part of a response: a cached digest written as it is, or families
+/// rendered for this response. Owned, so a response can be written after
+/// the collection it came from is gone.
+pub enum Part {
+    Cached(Arc<dyn Digest>),
     Fresh(Rendered),
 }
 
-impl Deref for Part<'_> {
-    type Target = Rendered;
-
-    fn deref(&self) -> &Rendered {
+impl Source for Part {
+    fn family_count(&self) -> usize {
         match self {
-            Part::Cached(r) => r,
-            Part::Fresh(r) => r,
+            Part::Cached(d) => d.source().map_or(0, |s| s.family_count()),
+            Part::Fresh(r) => r.family_count(),
+        }
+    }
+
+    fn family(&self, i: usize) -> FamilyInfo<'_> {
+        match self {
+            Part::Cached(d) => match d.source() {
+                Some(s) => s.family(i),
+                None => FamilyInfo::NONE,
+            },
+            Part::Fresh(r) => r.family(i),
+        }
+    }
+
+    fn write_family(&self, i: usize, out: &mut Vec<u8>) {
+        match self {
+            Part::Cached(d) => {
+                if let Some(s) = d.source() {
+                    s.write_family(i, out)
+                }
+            }
+            Part::Fresh(r) => r.write_family(i, out),
         }
     }
 }
@@ -82,7 +109,7 @@ pub trait View: Send + Sync {
     }
 
     /// This view's parts of a response.
-    fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>>;
+    fn render(&self, input: &Input<'_>) -> Vec<Part>;
 }
 
 /// One parsed shim body and where it came from, as the views digest it.
@@ -108,8 +135,13 @@ impl<'a> Input<'a> {
 
     /// This view's digest of a sandbox's usable scrape, if any.
     pub fn digest<T: 'static>(&self, s: &'a SandboxScrape) -> Option<&'a T> {
+        self.shared_digest(s)?.as_any().downcast_ref()
+    }
+
+    /// The same digest, shared (to hand it on as a [`Part::Cached`]).
+    pub fn shared_digest(&self, s: &'a SandboxScrape) -> Option<&'a Arc<dyn Digest>> {
         let exp = s.result.as_ref()?.outcome.as_ref().ok()?;
-        exp.digests.get(self.index)?.as_any().downcast_ref()
+        exp.digests.get(self.index)
     }
 
     /// Every sandbox of the collection with this view's digest of it.
@@ -135,7 +167,7 @@ impl<'a> Input<'a> {
 }
 
 /// Every view's parts of a response, in the views' order.
-pub fn render<'a>(views: &'a [Arc<dyn View>], collection: &'a Collection) -> Vec<Part<'a>> {
+pub fn render(views: &[Arc<dyn View>], collection: &Collection) -> Vec<Part> {
     views
         .iter()
         .enumerate()
@@ -147,7 +179,7 @@ pub fn render<'a>(views: &'a [Arc<dyn View>], collection: &'a Collection) -> Vec
 pub fn for_config(config: &Config, cri: &CriClient, health: &Arc<CriStats>) -> Vec<Arc<dyn View>> {
     let mut views: Vec<Arc<dyn View>> = Vec::new();
     if config.kata_metrics {
-        views.push(Arc::new(raw::RawView));
+        views.push(Arc::new(raw::RawView::default()));
     }
     if config.cadvisor_metrics {
         let source = cadvisor::containers::ContainerSource::new(

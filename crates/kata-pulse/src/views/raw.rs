@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use prom_text::{Exposition, FamilyAction, Rendered};
+use prom_text::{Compact, Exposition, FamilyAction, Shapes, Source};
 
 use super::{Digest, Input, Part, Scraped, View};
 use crate::cri::PodMeta;
@@ -30,16 +30,26 @@ pub fn family_action(name: &str) -> FamilyAction {
     }
 }
 
-/// The relabelled families of one body, cached until the next scrape.
-impl Digest for Rendered {
+/// The relabelled families of one body, cached until the next scrape:
+/// its values and identity, its keys shared with every sandbox whose body
+/// has the same ones.
+impl Digest for Compact {
     fn heap_bytes(&self) -> usize {
-        Rendered::heap_bytes(self)
+        Compact::heap_bytes(self) + self.shape_bytes()
     }
 
     /// Families that had the same name as another after renaming (`go_x`
     /// beside `kata_shim_go_x`): the one first in the body is kept.
     fn dropped_families(&self) -> u32 {
-        self.duplicate_families
+        self.duplicate_families()
+    }
+
+    fn dropped_samples(&self) -> u32 {
+        self.too_many_labels()
+    }
+
+    fn source(&self) -> Option<&(dyn Source + Send + Sync)> {
+        Some(self)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -47,23 +57,44 @@ impl Digest for Rendered {
     }
 }
 
-/// Renders one parsed body as the raw view does.
-pub fn relabel(exp: &Exposition<'_>, sandbox_id: &str, meta: Option<&PodMeta>) -> Rendered {
-    Rendered::from_exposition(exp, &super::identity(sandbox_id, meta), family_action)
+/// Encodes one parsed body as the raw view does.
+pub fn relabel(
+    exp: &Exposition<'_>,
+    sandbox_id: &str,
+    meta: Option<&PodMeta>,
+    shapes: &Shapes,
+) -> Compact {
+    Compact::from_exposition(
+        exp,
+        &super::identity(sandbox_id, meta),
+        family_action,
+        shapes,
+    )
 }
 
-pub struct RawView;
+/// The raw view, with the table of series keys its digests share.
+#[derive(Default)]
+pub struct RawView {
+    shapes: Shapes,
+}
 
 impl View for RawView {
     fn digest(&self, scraped: &Scraped<'_>) -> Arc<dyn Digest> {
-        Arc::new(relabel(scraped.body, &scraped.sandbox.id, scraped.meta))
+        Arc::new(relabel(
+            scraped.body,
+            &scraped.sandbox.id,
+            scraped.meta,
+            &self.shapes,
+        ))
     }
 
-    fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {
+    fn render(&self, input: &Input<'_>) -> Vec<Part> {
         input
-            .sandboxes::<Rendered>()
-            .filter_map(|(_, digest)| digest)
-            .map(Part::Cached)
+            .collection
+            .sandboxes
+            .iter()
+            .filter_map(|s| input.shared_digest(s))
+            .map(|d| Part::Cached(d.clone()))
             .collect()
     }
 }
@@ -71,7 +102,7 @@ impl View for RawView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prom_text::{MetricType, Rendered};
+    use prom_text::MetricType;
 
     const GO: &[u8] = include_bytes!("../../../../fixtures/shim-metrics-go-qemu.prom");
     const RS: &[u8] =
@@ -88,13 +119,13 @@ mod tests {
         }
     }
 
-    fn body(body: &[u8], id: &str, meta: Option<&PodMeta>) -> Rendered {
-        relabel(&prom_text::parse(body), id, meta)
+    fn body(body: &[u8], id: &str, meta: Option<&PodMeta>) -> Compact {
+        relabel(&prom_text::parse(body), id, meta, &Shapes::new())
     }
 
-    fn merged(parts: &[&Rendered]) -> String {
+    fn merged(parts: &[&Compact]) -> String {
         let mut out = Vec::new();
-        prom_text::merge(parts, &|_| true, &mut out);
+        prom_text::Merger::new(parts.to_vec(), &|_| true).fill(&mut out, usize::MAX);
         String::from_utf8(out).unwrap()
     }
 

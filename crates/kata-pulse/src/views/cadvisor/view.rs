@@ -81,7 +81,7 @@ impl View for CadvisorView {
         )
     }
 
-    fn render<'a>(&'a self, input: &Input<'a>) -> Vec<Part<'a>> {
+    fn render(&self, input: &Input<'_>) -> Vec<Part> {
         let pods: Vec<PodInput<'_>> = input
             .sandboxes::<PodDigest>()
             .map(|(s, digest)| PodInput {
