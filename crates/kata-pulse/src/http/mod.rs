@@ -3,7 +3,7 @@
 //! Connections are bounded in number and in how long a client may take to
 //! send its request head, so a misbehaving client cannot pin the agent.
 
-mod body;
+pub(crate) mod body;
 mod debug;
 mod index;
 mod metrics;
