@@ -831,3 +831,118 @@ def test_golden_default_pod_spec(chart):
         f"the chart's default pod spec changed; review and rerun with KATA_PULSE_UPDATE_GOLDEN=1 "
         f"(the image test runs the container from {GOLDEN.name})"
     )
+
+
+def _snake(relabelings):
+    """Prometheus Operator RelabelConfig keys as Prometheus' own."""
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    return [{names.get(k, k): v for k, v in r.items()} for r in relabelings]
+
+
+def _docs_kubelet_rule():
+    """The kubelet-side rule of docs/cadvisor.md (kube-prometheus-stack values)."""
+    text = (ROOT / "docs" / "cadvisor.md").read_text()
+    block = text.split("## Beside the kubelet", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    values = yaml.safe_load(block)
+    return values["kubelet"]["serviceMonitor"]["cAdvisorMetricRelabelings"]
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary")
+def test_kubelet_compat_relabelling_in_a_real_prometheus(chart, tmp_path):
+    """The PodMonitor's rendered metricRelabelings and the docs' kubelet-side
+    rule, applied by a real Prometheus: kata-pulse's container_* series get
+    the kubelet's job and metrics_path (the agent's own keep theirs, user
+    rules still apply), the kubelet's Kata sandbox rows are dropped and a
+    runc container's row stays."""
+    import http.server
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    docs = render(chart, {"podMonitor": {"kubeletCompat": True,
+                                         "metricRelabelings": [{"action": "labeldrop", "regex": "cri_uid"}]}})
+    ep = only(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    agent_rules = _snake(ep["metricRelabelings"])
+    assert agent_rules[-1] == {"action": "labeldrop", "regex": "cri_uid"}, "user rules come after"
+    kubelet_rules = _snake(_docs_kubelet_rule())
+    sandbox = "ab" * 32
+    bodies = {
+        "/agent": (
+            'container_memory_working_set_bytes{container="app",id="/kata/%s/c1",image="nginx",name="c1",namespace="shop",pod="web"} 5e6\n'
+            'kata_pulse_cri_up 1\n'
+            'kata_pulse_shim_up{sandbox_id="%s",cri_uid="u1",cri_name="web",cri_namespace="shop"} 1\n' % (sandbox, sandbox)
+        ),
+        "/metrics/cadvisor": (
+            'container_memory_working_set_bytes{container="",id="/kubepods/burstable/podu1",image="",name="",namespace="shop",pod="web"} 4e8\n'
+            'container_memory_working_set_bytes{container="",id="/kubepods/burstable/podu1/kata_%s",image="pause",name="%s",namespace="shop",pod="web"} 4e8\n'
+            'container_memory_working_set_bytes{container="app",id="/kubepods/burstable/podr1/%s",image="nginx",name="%s",namespace="shop",pod="other"} 1e8\n'
+            % (sandbox, sandbox, "cd" * 32, "cd" * 32)
+        ),
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = bodies.get(self.path.split("?")[0], "").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = f"127.0.0.1:{server.server_address[1]}"
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": "kata-pulse", "honor_labels": True, "metrics_path": "/agent",
+             "static_configs": [{"targets": [target]}], "metric_relabel_configs": agent_rules},
+            {"job_name": "kubelet", "honor_labels": True, "metrics_path": "/metrics/cadvisor",
+             "static_configs": [{"targets": [target]}],
+             "relabel_configs": [{"source_labels": ["__metrics_path__"], "target_label": "metrics_path"}],
+             "metric_relabel_configs": kubelet_rules},
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
+
+    def query(expr):
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return {tuple(sorted(s["metric"].items())): float(s["value"][1])
+                    for s in json.load(r)["data"]["result"]}
+
+    try:
+        selected = {}
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                selected = query('container_memory_working_set_bytes{job="kubelet", metrics_path="/metrics/cadvisor", image!=""}')
+                if len(selected) == 2 and query('kata_pulse_cri_up'):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        by_id = {dict(k)["id"]: v for k, v in selected.items()}
+        # kata-pulse's container and the runc container; the VM's sandbox row is gone.
+        assert by_id == {f"/kata/{sandbox}/c1": 5e6, "/kubepods/burstable/podr1/" + "cd" * 32: 1e8}, selected
+        assert query('count(container_memory_working_set_bytes{job="kubelet", id=~".*/kata_.*"})') == {}
+        assert query('container_memory_working_set_bytes{id="/kubepods/burstable/podu1"}'), "the pod row stays"
+        # The agent's own series keep its job; the user's rule still applies.
+        own = query('kata_pulse_shim_up')
+        assert [dict(k)["job"] for k in own] == ["kata-pulse"]
+        assert all("cri_uid" not in dict(k) for k in own)
+    finally:
+        prom.send_signal(signal.SIGTERM)
+        prom.wait(timeout=10)
+        server.shutdown()

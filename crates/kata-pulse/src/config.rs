@@ -128,6 +128,29 @@ pub struct Cli {
     #[arg(long, env = "KATA_PULSE_CADVISOR_METRICS", default_value_t = true,
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub cadvisor_metrics: bool,
+
+    /// Where per-container usage comes from: `auto` asks containerd's task
+    /// metrics (throttling, max usage, failcnt, threads, block I/O) and
+    /// uses CRI `ListContainerStats` where the runtime has no such service
+    /// (CRI-O) or the call fails; `containerd` or `cri` force one source.
+    #[arg(
+        long,
+        value_enum,
+        env = "KATA_PULSE_CONTAINER_STATS",
+        default_value = "auto"
+    )]
+    pub container_stats: StatsMode,
+}
+
+/// The `--container-stats` choice.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsMode {
+    /// containerd's task metrics where the runtime serves them, else CRI.
+    Auto,
+    /// containerd's task metrics only.
+    Containerd,
+    /// CRI `ListContainerStats` only.
+    Cri,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +176,7 @@ pub struct Config {
     pub enable_debug_proxy: bool,
     pub kata_metrics: bool,
     pub cadvisor_metrics: bool,
+    pub container_stats: StatsMode,
 }
 
 /// What `main` should do.
@@ -238,6 +262,7 @@ impl Config {
             enable_debug_proxy: cli.enable_debug_proxy,
             kata_metrics: cli.kata_metrics,
             cadvisor_metrics: cli.cadvisor_metrics,
+            container_stats: cli.container_stats,
         })
     }
 }
@@ -403,6 +428,10 @@ mod tests {
         );
         assert!(!c.enable_debug_proxy);
         assert!(c.kata_metrics && c.cadvisor_metrics);
+        assert_eq!(c.container_stats, StatsMode::Auto);
+        let forced = run(&["--container-stats", "cri"]).unwrap();
+        assert_eq!(forced.container_stats, StatsMode::Cri);
+        assert_eq!(run(&["--container-stats", "docker"]).unwrap_err().1, 2);
     }
 
     #[test]
@@ -554,6 +583,7 @@ mod tests {
             "--enable-debug-proxy",
             "--kata-metrics",
             "--cadvisor-metrics",
+            "--container-stats",
         ] {
             assert!(text.contains(flag), "missing {flag}");
         }

@@ -58,6 +58,8 @@ pub enum CriError {
 #[derive(Clone)]
 pub struct CriClient {
     client: RuntimeServiceClient<Channel>,
+    /// The same connection, for containerd's own services on its socket.
+    channel: Channel,
     call_timeout: Duration,
     /// For error messages: which runtime could not be reached.
     endpoint: String,
@@ -79,11 +81,23 @@ impl CriClient {
     pub fn new(endpoint: &cri_api::Endpoint, call_timeout: Duration) -> Result<Self, CriError> {
         let channel = cri_api::channel(endpoint, call_timeout)?;
         Ok(Self {
-            client: RuntimeServiceClient::new(channel)
+            client: RuntimeServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            channel,
             call_timeout,
             endpoint: endpoint.to_string(),
         })
+    }
+
+    /// The lazily connected channel (containerd serves its task API on the
+    /// CRI socket too).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// Lowers the response size limit so tests need not build huge answers.
@@ -184,6 +198,10 @@ impl CriClient {
                 .as_ref()
                 .map(|l| l.memory_limit_in_bytes)
                 .filter(|v| *v > 0),
+            memory_swap_limit: linux
+                .as_ref()
+                .map(|l| l.memory_swap_limit_in_bytes)
+                .filter(|v| *v > 0),
             has_resources: linux.is_some(),
         })
     }
@@ -241,6 +259,8 @@ pub struct ContainerSpec {
     pub cpu_quota: Option<i64>,
     pub cpu_shares: Option<i64>,
     pub memory_limit: Option<i64>,
+    /// Memory plus swap (cgroup v1 `memsw`), as the kubelet sets it.
+    pub memory_swap_limit: Option<i64>,
     /// False for runtimes that do not report resources (containerd < 1.6.9).
     pub has_resources: bool,
 }
@@ -397,6 +417,8 @@ pub(crate) mod tests {
         pub(crate) pods: Vec<PodSandbox>,
         pub(crate) containers: Arc<Mutex<Vec<cri_api::runtime::v1::Container>>>,
         pub(crate) hang: bool,
+        /// ListContainers never answers while set.
+        pub(crate) hang_containers: Arc<std::sync::atomic::AtomicBool>,
         pub(crate) saw_filter: Arc<Mutex<Vec<bool>>>,
         pub(crate) status_calls: Arc<std::sync::atomic::AtomicUsize>,
     }
@@ -423,6 +445,12 @@ pub(crate) mod tests {
             &self,
             _: Request<cri_api::runtime::v1::ListContainersRequest>,
         ) -> Result<Response<cri_api::runtime::v1::ListContainersResponse>, Status> {
+            if self
+                .hang_containers
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                std::future::pending::<()>().await;
+            }
             Ok(Response::new(
                 cri_api::runtime::v1::ListContainersResponse {
                     containers: self.containers.lock().unwrap().clone(),

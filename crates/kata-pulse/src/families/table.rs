@@ -42,24 +42,36 @@ pub const KATA_PULSE_SHIM_RESERVED_FAMILIES_TOTAL: Desc = counter("kata_pulse_sh
 pub const KATA_PULSE_SHIM_COLLIDING_FAMILIES_TOTAL: Desc = counter("kata_pulse_shim_colliding_families_total", "Shim families dropped because another family of the same shim had the same name after kata-monitor's renaming (go_x beside kata_shim_go_x).", &[]);
 pub const KATA_PULSE_SCRAPE_CACHE_BYTES: Desc = gauge("kata_pulse_scrape_cache_bytes", "Memory held by cached, relabelled shim metrics.", &[]);
 
+pub const KATA_PULSE_CONTAINER_SNAPSHOT_AGE_SECONDS: Desc = gauge("kata_pulse_container_snapshot_age_seconds", "Age of the container listing (CRI, containerd task metrics) the container_* series of this response come from; above the metrics interval when the runtime was slow or hung and the last listing was served.", &[]);
+pub const KATA_PULSE_CONTAINERD_METRICS_ERRORS_TOTAL: Desc = counter("kata_pulse_containerd_metrics_errors_total", "containerd task metrics that could not be used: whole calls (reason=\"call\") and single containers' payloads (reason=\"payload\").", &["reason"]);
+
 // The cAdvisor view (views::cadvisor): the kubelet's names, HELP texts and types.
 
 pub const CONTAINER_CPU_USAGE_SECONDS_TOTAL: Desc = counter("container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.", &["container", "cpu", "id", "image", "name", "namespace", "pod"]);
 pub const CONTAINER_CPU_USER_SECONDS_TOTAL: Desc = counter("container_cpu_user_seconds_total", "Cumulative user cpu time consumed in seconds.", CADVISOR);
 pub const CONTAINER_CPU_SYSTEM_SECONDS_TOTAL: Desc = counter("container_cpu_system_seconds_total", "Cumulative system cpu time consumed in seconds.", CADVISOR);
+pub const CONTAINER_CPU_CFS_PERIODS_TOTAL: Desc = counter("container_cpu_cfs_periods_total", "Number of elapsed enforcement period intervals.", CADVISOR);
+pub const CONTAINER_CPU_CFS_THROTTLED_PERIODS_TOTAL: Desc = counter("container_cpu_cfs_throttled_periods_total", "Number of throttled period intervals.", CADVISOR);
+pub const CONTAINER_CPU_CFS_THROTTLED_SECONDS_TOTAL: Desc = counter("container_cpu_cfs_throttled_seconds_total", "Total time duration the container has been throttled.", CADVISOR);
 pub const CONTAINER_MEMORY_USAGE_BYTES: Desc = gauge("container_memory_usage_bytes", "Current memory usage in bytes, including all memory regardless of when it was accessed", CADVISOR);
 pub const CONTAINER_MEMORY_WORKING_SET_BYTES: Desc = gauge("container_memory_working_set_bytes", "Current working set in bytes.", CADVISOR);
 pub const CONTAINER_MEMORY_RSS: Desc = gauge("container_memory_rss", "Size of RSS in bytes.", CADVISOR);
 pub const CONTAINER_MEMORY_CACHE: Desc = gauge("container_memory_cache", "Number of bytes of page cache memory.", CADVISOR);
 pub const CONTAINER_MEMORY_SWAP: Desc = gauge("container_memory_swap", "Container swap usage in bytes.", CADVISOR);
 pub const CONTAINER_MEMORY_MAPPED_FILE: Desc = gauge("container_memory_mapped_file", "Size of memory mapped files in bytes.", CADVISOR);
+pub const CONTAINER_MEMORY_MAX_USAGE_BYTES: Desc = gauge("container_memory_max_usage_bytes", "Maximum memory usage recorded in bytes", CADVISOR);
+pub const CONTAINER_MEMORY_FAILCNT: Desc = counter("container_memory_failcnt", "Number of memory usage hits limits", CADVISOR);
+pub const CONTAINER_OOM_EVENTS_TOTAL: Desc = counter("container_oom_events_total", "Count of out of memory events observed for the container", CADVISOR);
 pub const CONTAINER_SPEC_MEMORY_LIMIT_BYTES: Desc = gauge("container_spec_memory_limit_bytes", "Memory limit for the container.", CADVISOR);
+pub const CONTAINER_SPEC_MEMORY_RESERVATION_LIMIT_BYTES: Desc = gauge("container_spec_memory_reservation_limit_bytes", "Memory reservation limit for the container.", CADVISOR);
+pub const CONTAINER_SPEC_MEMORY_SWAP_LIMIT_BYTES: Desc = gauge("container_spec_memory_swap_limit_bytes", "Memory swap limit for the container.", CADVISOR);
 pub const CONTAINER_SPEC_CPU_QUOTA: Desc = gauge("container_spec_cpu_quota", "CPU quota of the container.", CADVISOR);
 pub const CONTAINER_SPEC_CPU_PERIOD: Desc = gauge("container_spec_cpu_period", "CPU period of the container.", CADVISOR);
 pub const CONTAINER_SPEC_CPU_SHARES: Desc = gauge("container_spec_cpu_shares", "CPU share of the container.", CADVISOR);
 pub const CONTAINER_START_TIME_SECONDS: Desc = gauge("container_start_time_seconds", "Start time of the container since unix epoch in seconds.", CADVISOR);
 pub const CONTAINER_LAST_SEEN: Desc = gauge("container_last_seen", "Last time a container was seen by the exporter", CADVISOR);
 pub const CONTAINER_THREADS: Desc = gauge("container_threads", "Number of threads running inside the container", CADVISOR);
+pub const CONTAINER_THREADS_MAX: Desc = gauge("container_threads_max", "Maximum number of threads allowed inside the container, infinity if value is zero", CADVISOR);
 pub const CONTAINER_NETWORK_RECEIVE_BYTES_TOTAL: Desc = counter("container_network_receive_bytes_total", "Cumulative count of bytes received", &["container", "id", "image", "interface", "name", "namespace", "pod"]);
 pub const CONTAINER_NETWORK_RECEIVE_PACKETS_TOTAL: Desc = counter("container_network_receive_packets_total", "Cumulative count of packets received", &["container", "id", "image", "interface", "name", "namespace", "pod"]);
 pub const CONTAINER_NETWORK_RECEIVE_ERRORS_TOTAL: Desc = counter("container_network_receive_errors_total", "Cumulative count of errors encountered while receiving", &["container", "id", "image", "interface", "name", "namespace", "pod"]);

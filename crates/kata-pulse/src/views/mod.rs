@@ -185,6 +185,7 @@ pub fn for_config(config: &Config, cri: &CriClient, health: &Arc<CriStats>) -> V
         let source = cadvisor::containers::ContainerSource::new(
             cri.clone(),
             config.metrics_interval,
+            config.container_stats,
             health.clone(),
         );
         views.push(Arc::new(cadvisor::CadvisorView::new(source)));

@@ -1,108 +1,216 @@
-//! Kata containers as CRI reports them: names and images
-//! (`ListContainers`), usage from inside the guest (`ListContainerStats`,
-//! which the Kata shim answers from the guest's cgroups) and limits
-//! (`ContainerStatus`).
+//! Kata containers as the runtime reports them: names and images (CRI
+//! `ListContainers`), usage from inside the guest (containerd's task
+//! metrics or CRI `ListContainerStats`, see [`super::task_stats`]; a Kata
+//! shim answers both from the container's cgroup in the guest) and limits
+//! (CRI `ContainerStatus`).
 //!
-//! A snapshot is taken per `/metrics` request with the collector's rules:
-//! shared by concurrent requests, reused within the metrics interval, never
-//! waiting past the CRI deadline.
+//! A snapshot is shared by concurrent requests and reused within the
+//! metrics interval. It is refreshed in the background: a request waits
+//! for a refresh at most [`MAX_WAIT`], then is served the last snapshot
+//! (its age is in `kata_pulse_container_snapshot_age_seconds`), so a hung
+//! runtime never adds its timeout to a scrape.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::task_stats::{Plan, TaskStats};
+use super::usage::Usage;
+use crate::config::StatsMode;
 use crate::cri::CriStats;
-use crate::cri::{ContainerInfo, ContainerSpec, ContainerUsage, CriClient};
+use crate::cri::{ContainerInfo, ContainerSpec, CriClient, CriError};
 use crate::logging::RateLimit;
 
 /// How long a container's spec (limits, start time) is reused.
 const SPEC_TTL: Duration = Duration::from_secs(60);
 /// ContainerStatus calls per snapshot at most; the rest wait for the next.
 const MAX_SPEC_CALLS: usize = 64;
+/// The longest a request waits for a refresh before it is served the last
+/// snapshot (a healthy runtime lists in milliseconds).
+pub const MAX_WAIT: Duration = Duration::from_millis(500);
 
-/// What CRI said about containers at one point in time.
+/// What the runtime said about containers at one point in time.
 #[derive(Debug, Default)]
 pub struct ContainerSnapshot {
+    /// When the listing started; `None` for the empty stand-in served
+    /// before any listing finished.
     pub taken: Option<Instant>,
     pub containers: Vec<ContainerInfo>,
-    pub usage: HashMap<String, ContainerUsage>,
+    pub usage: HashMap<String, Usage>,
     pub specs: HashMap<String, ContainerSpec>,
 }
 
-pub struct ContainerSource {
+/// Takes listings: CRI, containerd, the spec cache.
+struct Lister {
     cri: CriClient,
     health: Arc<CriStats>,
-    interval: Duration,
-    last: tokio::sync::Mutex<Option<Arc<ContainerSnapshot>>>,
+    tasks: TaskStats,
     specs: std::sync::Mutex<HashMap<String, (Instant, ContainerSpec)>>,
     log_limit: RateLimit,
 }
 
+type Pending = watch::Receiver<Option<Arc<ContainerSnapshot>>>;
+
+#[derive(Default)]
+struct State {
+    last: Option<Arc<ContainerSnapshot>>,
+    /// The refresh under way: when it started and where it will report.
+    refresh: Option<(Instant, Pending)>,
+}
+
+pub struct ContainerSource {
+    lister: Arc<Lister>,
+    interval: Duration,
+    state: Arc<std::sync::Mutex<State>>,
+}
+
 impl ContainerSource {
-    pub fn new(cri: CriClient, interval: Duration, health: Arc<CriStats>) -> Arc<ContainerSource> {
+    /// `stats` picks the usage source (`--container-stats`); containerd is
+    /// asked on the CRI client's connection, with its deadline.
+    pub fn new(
+        cri: CriClient,
+        interval: Duration,
+        stats: StatsMode,
+        health: Arc<CriStats>,
+    ) -> Arc<ContainerSource> {
+        let tasks = TaskStats::new(stats, cri.channel(), cri.timeout());
         Arc::new(ContainerSource {
-            cri,
-            health,
+            lister: Arc::new(Lister {
+                cri,
+                health,
+                tasks,
+                specs: std::sync::Mutex::new(HashMap::new()),
+                log_limit: RateLimit::new(Duration::from_secs(60)),
+            }),
             interval,
-            last: tokio::sync::Mutex::new(None),
-            specs: std::sync::Mutex::new(HashMap::new()),
-            log_limit: RateLimit::new(Duration::from_secs(60)),
+            state: Arc::new(std::sync::Mutex::new(State::default())),
         })
     }
 
-    /// Containers of the given sandboxes, fresh for a request that arrived
-    /// at `requested` (or younger than the interval).
+    /// containerd's unusable answers, for the view's own series.
+    pub fn task_errors(&self) -> &super::task_stats::TaskStatsErrors {
+        &self.lister.tasks.errors
+    }
+
+    /// Containers of the given sandboxes for a request that arrived at
+    /// `requested`: the last snapshot if it is that recent (or younger than
+    /// the interval), else a new one if it comes within [`MAX_WAIT`], else
+    /// the last one (stale) while the refresh goes on in the background.
     pub async fn snapshot(
         &self,
         requested: Instant,
         sandboxes: &HashSet<String>,
     ) -> Arc<ContainerSnapshot> {
-        let mut last = self.last.lock().await;
-        if let Some(prev) = last.as_ref() {
-            if let Some(taken) = prev.taken {
-                if taken >= requested || taken.elapsed() < self.interval {
-                    return prev.clone();
+        let (mut pending, deadline) = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = &st.last {
+                if last
+                    .taken
+                    .is_some_and(|t| t >= requested || t.elapsed() < self.interval)
+                {
+                    return last.clone();
                 }
+            }
+            let (started, pending) = match &st.refresh {
+                Some((started, pending)) => (*started, pending.clone()),
+                None => {
+                    let now = Instant::now();
+                    let pending = self.start_refresh(sandboxes.clone());
+                    st.refresh = Some((now, pending.clone()));
+                    (now, pending)
+                }
+            };
+            (pending, started + MAX_WAIT)
+        };
+        let fresh = tokio::time::timeout_at(deadline, pending.wait_for(|s| s.is_some())).await;
+        if let Ok(Ok(snap)) = fresh {
+            if let Some(snap) = snap.as_ref() {
+                return snap.clone();
             }
         }
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.last.clone().unwrap_or_default()
+    }
+
+    /// Spawns one listing; its result becomes the last snapshot.
+    fn start_refresh(&self, sandboxes: HashSet<String>) -> Pending {
+        let (tx, rx) = watch::channel(None);
+        let lister = self.lister.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let snap = Arc::new(lister.list(&sandboxes).await);
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            st.last = Some(snap.clone());
+            st.refresh = None;
+            drop(st);
+            let _ = tx.send(Some(snap));
+        });
+        rx
+    }
+}
+
+impl Lister {
+    /// One listing: containers, their usage, their specs. Every call has
+    /// the CRI deadline.
+    async fn list(&self, sandboxes: &HashSet<String>) -> ContainerSnapshot {
         let started = Instant::now();
-        let (containers, usage) =
-            tokio::join!(self.cri.list_containers(), self.cri.list_container_stats());
-        self.health.record(containers.is_ok() && usage.is_ok());
-        let snap = match (containers, usage) {
-            (Ok(containers), Ok(usage)) => {
-                let containers: Vec<ContainerInfo> = containers
-                    .into_iter()
-                    .filter(|c| c.running && sandboxes.contains(&c.sandbox_id))
-                    .collect();
-                let ids: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-                let usage = usage
-                    .into_iter()
-                    .filter(|(id, _)| ids.contains(id.as_str()))
-                    .collect();
-                let specs = self.specs_for(&containers).await;
-                ContainerSnapshot {
-                    taken: Some(started),
-                    containers,
-                    usage,
-                    specs,
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                if self.log_limit.allow() {
-                    tracing::warn!(error = %e, "cannot list containers from CRI; container series are missing until it answers");
-                }
-                ContainerSnapshot {
+        let plan = self.tasks.plan();
+        let (containers, cri_usage) = if plan == Plan::Cri {
+            let (c, u) = tokio::join!(self.cri.list_containers(), self.cri.list_container_stats());
+            (c, Some(u))
+        } else {
+            (self.cri.list_containers().await, None)
+        };
+        let containers: Vec<ContainerInfo> = match containers {
+            Ok(list) => list
+                .into_iter()
+                .filter(|c| c.running && sandboxes.contains(&c.sandbox_id))
+                .collect(),
+            Err(e) => {
+                self.health.record(false);
+                self.warn(&e);
+                return ContainerSnapshot {
                     taken: Some(started),
                     ..ContainerSnapshot::default()
-                }
+                };
             }
         };
-        let snap = Arc::new(snap);
-        *last = Some(snap.clone());
-        snap
+        let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        let from_tasks = match plan {
+            Plan::Containerd => self.tasks.fetch(&ids).await,
+            Plan::Cri => None,
+        };
+        let usage = match (from_tasks, cri_usage) {
+            (Some(usage), _) => Ok(usage),
+            (None, Some(cri)) => cri.map(|u| cri_to_usage(u, &ids)),
+            // containerd failed in `auto`: CRI for this listing.
+            (None, None) => self
+                .cri
+                .list_container_stats()
+                .await
+                .map(|u| cri_to_usage(u, &ids)),
+        };
+        self.health.record(usage.is_ok());
+        let usage = usage.unwrap_or_else(|e| {
+            self.warn(&e);
+            HashMap::new()
+        });
+        let specs = self.specs_for(&containers).await;
+        ContainerSnapshot {
+            taken: Some(started),
+            containers,
+            usage,
+            specs,
+        }
+    }
+
+    fn warn(&self, e: &CriError) {
+        if self.log_limit.allow() {
+            tracing::warn!(error = %e, "cannot list containers from CRI; container series are missing until it answers");
+        }
     }
 
     /// Specs of `containers`, from the cache or ContainerStatus.
@@ -137,6 +245,18 @@ impl ContainerSource {
     }
 }
 
+/// CRI's usage of the listed containers.
+fn cri_to_usage(
+    all: HashMap<String, crate::cri::ContainerUsage>,
+    ids: &[&str],
+) -> HashMap<String, Usage> {
+    let ids: HashSet<&str> = ids.iter().copied().collect();
+    all.iter()
+        .filter(|(id, _)| ids.contains(id.as_str()))
+        .map(|(id, u)| (id.clone(), Usage::from_cri(u)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +268,12 @@ mod tests {
         let ep = cri_api::Endpoint::Unix(dir.path().join("absent.sock"));
         let cri = CriClient::new(&ep, Duration::from_secs(1)).unwrap();
         let health = Arc::new(CriStats::default());
-        let source = ContainerSource::new(cri, Duration::from_secs(60), health.clone());
+        let source = ContainerSource::new(
+            cri,
+            Duration::from_secs(60),
+            StatsMode::Auto,
+            health.clone(),
+        );
         let ids = HashSet::from(["sb".to_string()]);
         let snap = source.snapshot(Instant::now(), &ids).await;
         assert!(snap.containers.is_empty() && snap.usage.is_empty());
@@ -185,7 +310,12 @@ mod tests {
         )
         .unwrap();
         // No interval: every request takes a new snapshot.
-        let source = ContainerSource::new(cri, Duration::ZERO, Arc::new(CriStats::default()));
+        let source = ContainerSource::new(
+            cri,
+            Duration::ZERO,
+            StatsMode::Auto,
+            Arc::new(CriStats::default()),
+        );
         let ids = HashSet::from(["sb".to_string()]);
         let first = source.snapshot(Instant::now(), &ids).await;
         assert_eq!(first.specs["c1"].memory_limit, Some(1 << 30));
@@ -204,6 +334,66 @@ mod tests {
         let third = source.snapshot(Instant::now(), &ids).await;
         assert_eq!(third.specs.len(), 2);
         assert_eq!(calls.load(Ordering::Relaxed), 2);
+        server.abort();
+    }
+
+    /// A runtime that stops answering never holds a request longer than
+    /// MAX_WAIT: the last snapshot is served (its age shows it), later
+    /// requests do not wait at all while the refresh hangs, and the hung
+    /// listing ends at the CRI deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_runtime_never_delays_a_request() {
+        use crate::cri::tests::{serve, FakeCri};
+        use cri_api::runtime::v1::{Container, ContainerState};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("cri.sock");
+        let fake = FakeCri::default();
+        fake.containers.lock().unwrap().push(Container {
+            id: "c1".into(),
+            pod_sandbox_id: "sb".into(),
+            state: ContainerState::ContainerRunning as i32,
+            ..Default::default()
+        });
+        let server = serve(fake.clone(), &sock);
+        let cri_timeout = Duration::from_secs(2);
+        let cri = CriClient::new(&cri_api::Endpoint::Unix(sock), cri_timeout).unwrap();
+        let interval = Duration::from_secs(5);
+        let health = Arc::new(CriStats::default());
+        let source = ContainerSource::new(cri, interval, StatsMode::Cri, health.clone());
+        let ids = HashSet::from(["sb".to_string()]);
+
+        let first = source.snapshot(Instant::now(), &ids).await;
+        assert_eq!(
+            first.containers.len(),
+            1,
+            "a healthy runtime answers at once"
+        );
+        let taken = first.taken.unwrap();
+
+        fake.hang_containers.store(true, Ordering::Relaxed);
+        tokio::time::advance(interval).await;
+        let asked = Instant::now();
+        let second = source.snapshot(asked, &ids).await;
+        assert_eq!(asked.elapsed(), MAX_WAIT);
+        assert!(Arc::ptr_eq(&first, &second), "the last snapshot is served");
+        assert_eq!(
+            taken.elapsed(),
+            interval + MAX_WAIT,
+            "its age says how stale"
+        );
+
+        // The refresh still hangs: no more waiting.
+        let asked = Instant::now();
+        let third = source.snapshot(asked, &ids).await;
+        assert_eq!(asked.elapsed(), Duration::ZERO);
+        assert!(Arc::ptr_eq(&first, &third));
+
+        // At the CRI deadline the hung listing fails: the runtime is down,
+        // and the failed (empty) listing is what the next request gets.
+        tokio::time::sleep(cri_timeout).await;
+        let fourth = source.snapshot(Instant::now(), &ids).await;
+        assert!(fourth.containers.is_empty());
+        assert_eq!(health.requests_failed.load(Ordering::Relaxed), 1);
         server.abort();
     }
 }

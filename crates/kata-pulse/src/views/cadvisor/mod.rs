@@ -17,9 +17,14 @@
 //! its cgroup path, so a distinct id keeps the two views from ever being
 //! the same series.
 
+mod container_only;
 pub mod containers;
 mod cpu_unit;
 pub mod guest;
+mod io;
+mod spec;
+pub mod task_stats;
+pub mod usage;
 mod view;
 
 pub use view::CadvisorView;
@@ -134,7 +139,7 @@ impl<'a> Ctx<'a> {
         ]
     }
 
-    fn usage(&self, c: &Ctr<'_>) -> Option<&'a crate::cri::ContainerUsage> {
+    fn usage(&self, c: &Ctr<'_>) -> Option<&'a usage::Usage> {
         self.snap.and_then(|s| s.usage.get(&c.info.id))
     }
 
@@ -150,13 +155,9 @@ impl<'a> Ctx<'a> {
             .filter_map(|(i, p)| p.guest.map(|g| (i, p, g)))
     }
 
-    /// A container with memory in use has anonymous pages: an RSS of 0 is
-    /// a runtime that did not fill the field (the Kata shim on cgroup v1
-    /// hosts), not a measurement.
-    fn valid_rss(&self, c: &Ctr<'_>) -> Option<f64> {
-        let u = self.usage(c)?;
-        let rss = u.rss?;
-        (rss > 0 || u.memory_usage == Some(0)).then_some(rss as f64)
+    /// A figure of a container's usage.
+    fn figure(&self, c: &Ctr<'_>, get: impl Fn(&usage::Usage) -> Option<u64>) -> Option<f64> {
+        self.usage(c).and_then(get).map(|v| v as f64)
     }
 }
 
@@ -176,9 +177,10 @@ pub fn render(pods: &[PodInput<'_>], snap: Option<&ContainerSnapshot>, now_unix:
     let mut w = Writer { out: &mut out };
     cpu(&mut w, &cx);
     memory(&mut w, &cx);
-    spec(&mut w, &cx, now_unix);
+    spec::render(&mut w, &cx, now_unix);
+    container_only::render(&mut w, &cx);
     network(&mut w, &cx);
-    disks(&mut w, &cx);
+    io::render(&mut w, &cx);
     out.finish();
     out
 }
@@ -203,42 +205,37 @@ fn cpu(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             }))
             .collect::<Vec<_>>(),
     );
-    w.family(
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_CPU_USER_SECONDS_TOTAL,
-        cx.guests()
-            .filter_map(|(i, p, g)| {
-                g.cpu
-                    .as_ref()
-                    .and_then(|c| Some((cx.pod_labels(i), (c.user + c.nice) * p.cpu_scale?)))
-            })
-            .collect::<Vec<_>>(),
+        |p, g| Some((g.cpu.as_ref()?.user + g.cpu.as_ref()?.nice) * p.cpu_scale?),
+        |c| Some(cx.figure(c, |u| u.user_ns)? / 1e9),
     );
-    w.family(
+    pods_and_containers(
+        w,
+        cx,
         &f::CONTAINER_CPU_SYSTEM_SECONDS_TOTAL,
-        cx.guests()
-            .filter_map(|(i, p, g)| {
-                let c = g.cpu.as_ref()?;
-                Some((
-                    cx.pod_labels(i),
-                    (c.system + c.irq + c.softirq) * p.cpu_scale?,
-                ))
-            })
-            .collect::<Vec<_>>(),
+        |p, g| {
+            let c = g.cpu.as_ref()?;
+            Some((c.system + c.irq + c.softirq) * p.cpu_scale?)
+        },
+        |c| Some(cx.figure(c, |u| u.system_ns)? / 1e9),
     );
 }
 
 /// Writes a family with a series per pod whose scrape succeeded (`pod`,
-/// from the guest's figures) and per container (`ctr`, from CRI).
+/// from the guest's figures) and per container (`ctr`, from its usage).
 fn pods_and_containers<'a>(
     w: &mut Writer<'_>,
     cx: &'a Ctx<'a>,
     desc: &Desc,
-    pod: impl Fn(&GuestStats) -> Option<f64>,
+    pod: impl Fn(&PodInput<'_>, &GuestStats) -> Option<f64>,
     ctr: impl Fn(&Ctr<'a>) -> Option<f64>,
 ) {
     let pods = cx
         .guests()
-        .filter_map(|(i, _, g)| pod(g).map(|v| (cx.pod_labels(i), v)));
+        .filter_map(|(i, p, g)| pod(p, g).map(|v| (cx.pod_labels(i), v)));
     let ctrs = cx
         .containers
         .iter()
@@ -246,44 +243,42 @@ fn pods_and_containers<'a>(
     w.family(desc, pods.chain(ctrs).collect::<Vec<_>>());
 }
 
-/// Pod: the VM's memory as its /proc/meminfo shows it. Container: CRI.
+/// Pod: the VM's memory as its /proc/meminfo shows it. Container: its
+/// cgroup's figures (see `usage`).
 fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
-    let used = |c: &Ctr<'_>| Some(cx.usage(c)?.memory_usage? as f64);
     pods_and_containers(
         w,
         cx,
         &f::CONTAINER_MEMORY_USAGE_BYTES,
-        pod_memory_usage,
-        used,
+        |_, g| pod_memory_usage(g),
+        |c| cx.figure(c, |u| u.memory),
     );
     pods_and_containers(
         w,
         cx,
         &f::CONTAINER_MEMORY_WORKING_SET_BYTES,
-        |g| Some((pod_memory_usage(g)? - g.mem.inactive_file?).max(0.0)),
-        |c| Some(cx.usage(c)?.working_set? as f64),
+        |_, g| Some((pod_memory_usage(g)? - g.mem.inactive_file?).max(0.0)),
+        |c| cx.figure(c, |u| u.working_set),
     );
     pods_and_containers(
         w,
         cx,
         &f::CONTAINER_MEMORY_RSS,
-        |g| g.mem.anon_pages,
-        |c| cx.valid_rss(c),
+        |_, g| g.mem.anon_pages,
+        |c| cx.figure(c, |u| u.rss),
     );
     pods_and_containers(
         w,
         cx,
         &f::CONTAINER_MEMORY_CACHE,
-        |g| Some(g.mem.cached? + g.mem.buffers.unwrap_or(0.0)),
-        // CRI has no cache figure; in the guest's cgroup v1 hierarchy
-        // usage = rss + cache.
-        |c| Some((used(c)? - cx.valid_rss(c)?).max(0.0)),
+        |_, g| Some(g.mem.cached? + g.mem.buffers.unwrap_or(0.0)),
+        |c| cx.figure(c, |u| u.cache),
     );
     pods_and_containers(
         w,
         cx,
         &f::CONTAINER_MEMORY_SWAP,
-        |g| Some((g.mem.swap_total? - g.mem.swap_free?).max(0.0)),
+        |_, g| Some((g.mem.swap_total? - g.mem.swap_free?).max(0.0)),
         |c| match cx.usage(c).and_then(|u| u.swap) {
             Some(v) => Some(v as f64),
             // A VM without swap cannot swap out any container's memory.
@@ -294,62 +289,9 @@ fn memory(w: &mut Writer<'_>, cx: &Ctx<'_>) {
         w,
         cx,
         &f::CONTAINER_MEMORY_MAPPED_FILE,
-        |g| g.mem.mapped,
-        |_| None,
+        |_, g| g.mem.mapped,
+        |c| cx.figure(c, |u| u.mapped_file),
     );
-}
-
-/// Limits and lifecycle, as the kubelet reports them (unlimited memory is 0).
-fn spec(w: &mut Writer<'_>, cx: &Ctx<'_>, now_unix: f64) {
-    let specs = || {
-        cx.containers
-            .iter()
-            .filter_map(|c| cx.spec(c).map(|s| (c, s)))
-    };
-    w.family(
-        &f::CONTAINER_SPEC_MEMORY_LIMIT_BYTES,
-        specs()
-            .filter(|(_, s)| s.has_resources)
-            .map(|(c, s)| (cx.ctr_labels(c), s.memory_limit.unwrap_or(0) as f64))
-            .collect::<Vec<_>>(),
-    );
-    type Get = fn(&crate::cri::ContainerSpec) -> Option<i64>;
-    let cpu: [(&Desc, Get); 3] = [
-        (&f::CONTAINER_SPEC_CPU_QUOTA, |s| s.cpu_quota),
-        (&f::CONTAINER_SPEC_CPU_PERIOD, |s| s.cpu_period),
-        (&f::CONTAINER_SPEC_CPU_SHARES, |s| s.cpu_shares),
-    ];
-    for (desc, get) in cpu {
-        w.family(
-            desc,
-            specs()
-                .filter_map(|(c, s)| get(s).map(|v| (cx.ctr_labels(c), v as f64)))
-                .collect::<Vec<_>>(),
-        );
-    }
-    w.family(
-        &f::CONTAINER_START_TIME_SECONDS,
-        cx.containers
-            .iter()
-            .filter_map(|c| {
-                let started = cx.spec(c).map(|s| s.started_at_ns).filter(|ns| *ns > 0);
-                let ns = started.unwrap_or(c.info.created_at_ns);
-                (ns > 0).then(|| (cx.ctr_labels(c), ns as f64 / 1e9))
-            })
-            .collect::<Vec<_>>(),
-    );
-    w.family(
-        &f::CONTAINER_LAST_SEEN,
-        cx.guests()
-            .map(|(i, _, _)| (cx.pod_labels(i), now_unix.trunc()))
-            .chain(
-                cx.containers
-                    .iter()
-                    .map(|c| (cx.ctr_labels(c), now_unix.trunc())),
-            )
-            .collect::<Vec<_>>(),
-    );
-    pods_and_containers(w, cx, &f::CONTAINER_THREADS, |g| g.threads, |_| None);
 }
 
 fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
@@ -388,56 +330,6 @@ fn network(w: &mut Writer<'_>, cx: &Ctx<'_>) {
             .collect();
         w.family(desc, series);
     }
-}
-
-/// Guest disk statistics of whole disks; sectors are 512 bytes whatever
-/// the device's block size (that is how /proc/diskstats counts them).
-fn disks(w: &mut Writer<'_>, cx: &Ctx<'_>) {
-    let devices: Vec<Vec<String>> = cx
-        .pods
-        .iter()
-        .map(|p| {
-            p.guest
-                .map(|g| g.disks.iter().map(|d| format!("/dev/{}", d.name)).collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    type Get = fn(&guest::Disk) -> Option<f64>;
-    let families: [(&Desc, Get); 4] = [
-        (&f::CONTAINER_FS_READS_BYTES_TOTAL, |d| {
-            d.sectors_read.map(|s| s * 512.0)
-        }),
-        (&f::CONTAINER_FS_WRITES_BYTES_TOTAL, |d| {
-            d.sectors_written.map(|s| s * 512.0)
-        }),
-        (&f::CONTAINER_FS_READS_TOTAL, |d| d.reads),
-        (&f::CONTAINER_FS_WRITES_TOTAL, |d| d.writes),
-    ];
-    for (desc, get) in families {
-        let mut series = Vec::new();
-        for (i, _, g) in cx.guests() {
-            for (d, dev) in g.disks.iter().zip(&devices[i]) {
-                if let Some(v) = get(d) {
-                    series.push((with(cx.pod_labels(i), &[("device", dev.as_str())]), v));
-                }
-            }
-        }
-        w.family(desc, series);
-    }
-    let mut series = Vec::new();
-    for (i, _, g) in cx.guests() {
-        for (d, dev) in g.disks.iter().zip(&devices[i]) {
-            for (op, v) in [("Read", d.sectors_read), ("Write", d.sectors_written)] {
-                if let Some(v) = v {
-                    let mut l = with(cx.pod_labels(i), &[("device", dev.as_str())]);
-                    // The agent does not report device numbers.
-                    l.extend([("major", ""), ("minor", ""), ("operation", op)]);
-                    series.push((l, v * 512.0));
-                }
-            }
-        }
-    }
-    w.family(&f::CONTAINER_BLKIO_DEVICE_USAGE_TOTAL, series);
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use super::containers::ContainerSnapshot;
 use super::guest::{extract, GuestStats};
 use super::*;
 use crate::cri::{ContainerInfo, ContainerSpec, ContainerUsage};
+use usage::Usage;
 
 const GO: &[u8] = include_bytes!("../../../../../fixtures/shim-metrics-go-qemu.prom");
 const RS: &[u8] = include_bytes!("../../../../../fixtures/shim-metrics-runtime-rs-dragonball.prom");
@@ -230,24 +231,24 @@ fn snapshot() -> ContainerSnapshot {
         usage: HashMap::from([
             (
                 "c1".to_string(),
-                ContainerUsage {
+                Usage::from_cri(&ContainerUsage {
                     cpu_ns: Some(2_500_000_000),
                     memory_usage: Some(10_000_000),
                     working_set: Some(8_000_000),
                     rss: Some(6_000_000),
                     ..Default::default()
-                },
+                }),
             ),
             (
                 "c2".to_string(),
-                ContainerUsage {
+                Usage::from_cri(&ContainerUsage {
                     cpu_ns: Some(1_000),
                     memory_usage: Some(5_000_000),
                     working_set: Some(5_000_000),
                     // The Kata shim on a cgroup v1 host leaves RSS at 0.
                     rss: Some(0),
                     ..Default::default()
-                },
+                }),
             ),
         ]),
         specs: HashMap::from([(
@@ -258,6 +259,7 @@ fn snapshot() -> ContainerSnapshot {
                 cpu_quota: Some(50_000),
                 cpu_shares: Some(512),
                 memory_limit: Some(268_435_456),
+                memory_swap_limit: Some(268_435_456),
                 has_resources: true,
             },
         )]),
@@ -299,11 +301,24 @@ image=\"docker.io/library/nginx:1.25\",name=\"c1\",namespace=\"shop\",pod=\"web-
         Some(100_000.0)
     );
     assert_eq!(value(&t, "container_spec_cpu_shares", &app), Some(512.0));
-    assert_eq!(value(&t, "container_start_time_seconds", &app), Some(1.7e9));
+    assert_eq!(
+        value(&t, "container_spec_memory_swap_limit_bytes", &app),
+        Some(268_435_456.0)
+    );
+    // Kubernetes sets no soft limit; cAdvisor writes unlimited as 0.
+    assert_eq!(
+        value(&t, "container_spec_memory_reservation_limit_bytes", &app),
+        Some(0.0)
+    );
+    // The kubelet's figure: creation time (not start), whole seconds.
+    assert_eq!(
+        value(&t, "container_start_time_seconds", &app),
+        Some(1_699_999_000.0)
+    );
     assert_eq!(value(&t, "container_last_seen", &app), Some(1.7e9));
 
     // The sidecar's RSS of 0 with memory in use is a missing figure: no RSS
-    // and no cache derived from it; start time falls back to creation.
+    // and no cache derived from it.
     let side = [("container", "sidecar")];
     assert_eq!(value(&t, "container_memory_rss", &side), None);
     assert_eq!(value(&t, "container_memory_cache", &side), None);
@@ -318,8 +333,174 @@ image=\"docker.io/library/nginx:1.25\",name=\"c1\",namespace=\"shop\",pod=\"web-
     );
     // A container of a sandbox that is not a discovered Kata sandbox.
     assert!(!t.contains("c3"));
-    // User/system split is not in CRI: pod level only.
-    assert_eq!(value(&t, "container_cpu_user_seconds_total", &app), None);
+    // User/system split, throttling, peak, threads are not in CRI.
+    for family in [
+        "container_cpu_user_seconds_total",
+        "container_cpu_cfs_periods_total",
+        "container_memory_max_usage_bytes",
+        "container_threads",
+    ] {
+        assert_eq!(value(&t, family, &app), None, "{family}");
+    }
+}
+
+/// A container whose figures come from containerd's task metrics (cgroup
+/// v1 as runc's shim sends them): every family of its cgroup.
+#[test]
+fn containers_from_containerd() {
+    use containerd_api::{
+        BlkioEntry, BlkioStats, CgroupVersion, ContainerStats, CpuStats, MemoryStats, PidsStats,
+    };
+    let entry = |major, minor, op: &str, device: &str, value| BlkioEntry {
+        major,
+        minor,
+        op: op.into(),
+        device: device.into(),
+        value,
+    };
+    let stats = ContainerStats {
+        cgroup: CgroupVersion::V1,
+        cpu: Some(CpuStats {
+            usage_ns: 3_000_000_000,
+            user_ns: 2_000_000_000,
+            system_ns: 900_000_000,
+            periods: 500,
+            throttled_periods: 120,
+            throttled_ns: 6_500_000_000,
+        }),
+        memory: Some(MemoryStats {
+            usage: 50_000_000,
+            inactive_file: 10_000_000,
+            rss: 30_000_000,
+            cache: 15_000_000,
+            mapped_file: 1_000_000,
+            swap: None,
+            max_usage: Some(60_000_000),
+            failcnt: Some(3),
+            limit: Some(268_435_456),
+            oom_kills: Some(1),
+        }),
+        pids: Some(PidsStats {
+            current: 12,
+            limit: Some(1024),
+        }),
+        blkio: Some(BlkioStats {
+            bytes: vec![
+                entry(253, 0, "Read", "/dev/vda", 4096),
+                entry(253, 0, "Write", "/dev/vda", 1_048_576),
+                entry(253, 0, "Sync", "/dev/vda", 1_052_672),
+                entry(253, 16, "Write", "/dev/vdb", 8192),
+            ],
+            ios: vec![
+                entry(253, 0, "Read", "/dev/vda", 1),
+                entry(253, 0, "Write", "/dev/vda", 256),
+                entry(253, 16, "Write", "/dev/vdb", 2),
+            ],
+        }),
+    };
+    let g = guest(GO);
+    let mut snap = snapshot();
+    snap.usage
+        .insert("c1".into(), Usage::from_containerd(&stats));
+    snap.usage
+        .insert("c2".into(), Usage::from_containerd(&stats));
+    let t = text(&render(&[pod(&g, 0.001)], Some(&snap), 1.7e9));
+    let app = [("container", "app")];
+    let get = |family: &str| value(&t, family, &app);
+    assert_eq!(get("container_cpu_usage_seconds_total"), Some(3.0));
+    assert_eq!(get("container_cpu_user_seconds_total"), Some(2.0));
+    assert_eq!(get("container_cpu_system_seconds_total"), Some(0.9));
+    assert_eq!(get("container_cpu_cfs_periods_total"), Some(500.0));
+    assert_eq!(
+        get("container_cpu_cfs_throttled_periods_total"),
+        Some(120.0)
+    );
+    assert_eq!(get("container_cpu_cfs_throttled_seconds_total"), Some(6.5));
+    assert_eq!(get("container_memory_usage_bytes"), Some(50e6));
+    assert_eq!(get("container_memory_working_set_bytes"), Some(40e6));
+    assert_eq!(get("container_memory_rss"), Some(30e6));
+    // The cgroup's own cache figure, not usage - rss (35e6).
+    assert_eq!(get("container_memory_cache"), Some(15e6));
+    assert_eq!(get("container_memory_mapped_file"), Some(1e6));
+    assert_eq!(get("container_memory_max_usage_bytes"), Some(60e6));
+    assert_eq!(get("container_memory_failcnt"), Some(3.0));
+    assert_eq!(get("container_oom_events_total"), Some(1.0));
+    assert_eq!(get("container_threads"), Some(12.0));
+    assert_eq!(get("container_threads_max"), Some(1024.0));
+    let io =
+        |family: &str, device: &str| value(&t, family, &[("container", "app"), ("device", device)]);
+    assert_eq!(
+        io("container_fs_reads_bytes_total", "/dev/vda"),
+        Some(4096.0)
+    );
+    assert_eq!(
+        io("container_fs_writes_bytes_total", "/dev/vda"),
+        Some(1_048_576.0)
+    );
+    assert_eq!(
+        io("container_fs_writes_bytes_total", "/dev/vdb"),
+        Some(8192.0)
+    );
+    assert_eq!(io("container_fs_reads_total", "/dev/vda"), Some(1.0));
+    assert_eq!(io("container_fs_writes_total", "/dev/vda"), Some(256.0));
+    // Every operation the cgroup reports, with the device numbers.
+    assert_eq!(
+        value(
+            &t,
+            "container_blkio_device_usage_total",
+            &[
+                ("container", "app"),
+                ("major", "253"),
+                ("minor", "0"),
+                ("operation", "Sync")
+            ]
+        ),
+        Some(1_052_672.0)
+    );
+    // The sidecar has no CPU quota: no CFS series (as the kubelet), the
+    // rest is there.
+    let side = [("container", "sidecar")];
+    assert_eq!(value(&t, "container_cpu_cfs_periods_total", &side), None);
+    assert_eq!(value(&t, "container_memory_failcnt", &side), Some(3.0));
+}
+
+/// Kata's shims send block I/O without device names: devices that share
+/// the empty name are one series, summed, never two with one label set.
+#[test]
+fn nameless_devices_are_summed() {
+    use containerd_api::{BlkioEntry, BlkioStats, CgroupVersion, ContainerStats};
+    let entry = |minor, value| BlkioEntry {
+        major: 254,
+        minor,
+        op: "Write".into(),
+        device: String::new(),
+        value,
+    };
+    let stats = ContainerStats {
+        cgroup: CgroupVersion::V1,
+        cpu: None,
+        memory: None,
+        pids: None,
+        blkio: Some(BlkioStats {
+            bytes: vec![entry(0, 100), entry(16, 23)],
+            ios: vec![],
+        }),
+    };
+    let g = guest(GO);
+    let mut snap = snapshot();
+    snap.usage
+        .insert("c1".into(), Usage::from_containerd(&stats));
+    let t = text(&render(&[pod(&g, 0.001)], Some(&snap), 1.7e9));
+    let want = [("container", "app"), ("device", "")];
+    assert_eq!(
+        value(&t, "container_fs_writes_bytes_total", &want),
+        Some(123.0)
+    );
+    let minor16 = [("container", "app"), ("minor", "16")];
+    assert_eq!(
+        value(&t, "container_blkio_device_usage_total", &minor16),
+        Some(23.0)
+    );
 }
 
 #[test]

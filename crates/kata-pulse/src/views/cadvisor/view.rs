@@ -2,16 +2,19 @@
 //! containers fetched per request, series rendered per response.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use prom_text::Rendered;
 use tokio::time::Instant;
 
 use super::containers::{ContainerSnapshot, ContainerSource};
 use super::cpu_unit::CpuUnit;
 use super::guest::{self, GuestStats};
 use super::PodInput;
+use crate::families as f;
 use crate::registry::Sandbox;
 use crate::views::{Digest, Input, Part, Prepared, Scraped, View};
 
@@ -93,6 +96,28 @@ impl View for CadvisorView {
             })
             .collect();
         let snap = input.prepared::<ContainerSnapshot>();
-        vec![Part::Fresh(super::render(&pods, snap, crate::unix_now()))]
+        vec![
+            Part::Fresh(super::render(&pods, snap, crate::unix_now())),
+            Part::Fresh(self.own_series(snap)),
+        ]
+    }
+}
+
+impl CadvisorView {
+    /// How old the container listing is and what containerd could not
+    /// give: the view's health, beside its series.
+    fn own_series(&self, snap: Option<&ContainerSnapshot>) -> Rendered {
+        let mut out = Rendered::default();
+        if let Some(taken) = snap.and_then(|s| s.taken) {
+            f::KATA_PULSE_CONTAINER_SNAPSHOT_AGE_SECONDS.begin(&mut out);
+            out.sample("", &[], taken.elapsed().as_secs_f64());
+        }
+        let errors = self.containers.task_errors();
+        f::KATA_PULSE_CONTAINERD_METRICS_ERRORS_TOTAL.begin(&mut out);
+        for (reason, n) in [("call", &errors.calls), ("payload", &errors.payloads)] {
+            out.sample("", &[("reason", reason)], n.load(Ordering::Relaxed) as f64);
+        }
+        out.finish();
+        out
     }
 }
