@@ -254,7 +254,12 @@ mod same_bytes {
         let want_stats = prom_text::merge(&refs, &|_| true, &mut want);
         let mut merger = Merger::new(parts, &|_| true);
         let mut got = Vec::new();
-        while merger.fill(&mut got, got.len() + crate::http::body::CHUNK) {}
+        loop {
+            let at_least = got.len() + crate::http::body::CHUNK;
+            if !merger.fill(&mut got, at_least) {
+                break;
+            }
+        }
         assert_eq!(merger.stats(), want_stats);
         assert!(got == want, "streamed output differs from the reference");
     }
@@ -264,11 +269,18 @@ mod same_bytes {
         let view = RawView::default();
         let conflicting = String::from_utf8(GO.to_vec())
             .unwrap()
-            .replace("# TYPE kata_hypervisor_fds gauge", "# TYPE kata_hypervisor_fds counter")
+            .replace(
+                "# TYPE kata_hypervisor_fds gauge",
+                "# TYPE kata_hypervisor_fds counter",
+            )
             .into_bytes();
         let with_label = String::from_utf8(RS.to_vec())
             .unwrap()
-            .replacen("kata_hypervisor_signals ", "kata_hypervisor_signals{extra=\"1\"} ", 1)
+            .replacen(
+                "kata_hypervisor_signals ",
+                "kata_hypervisor_signals{extra=\"1\"} ",
+                1,
+            )
             .into_bytes();
         check(
             &view,
