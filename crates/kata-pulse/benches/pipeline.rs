@@ -5,7 +5,8 @@
 //! merged into one buffer).
 //!
 //! `cargo bench -p kata-pulse --bench pipeline` (release profile;
-//! `PIPELINE_SIZES=100,500` picks the node sizes). Prints Markdown: medians
+//! `PIPELINE_SIZES=100,500` picks the node sizes, `PIPELINE_DUMP=<dir>`
+//! writes each merged text there). Prints Markdown: medians
 //! of repeated runs with min and max, in CPU time of the one thread doing
 //! the work, so the rates are per core and hold on a busy machine.
 
@@ -163,6 +164,12 @@ fn main() {
         let shapes = Shapes::new();
         let parts = node.digest(&shapes);
         let (text, zipped) = stream(&parts, true);
+        if let Ok(dir) = std::env::var("PIPELINE_DUMP") {
+            // The merged text, for comparisons with other tools (`gzip -1`).
+            let mut out = Vec::new();
+            Merger::new(parts.iter().collect(), &|_| true).fill(&mut out, usize::MAX);
+            let _ = std::fs::write(format!("{dir}/merged-{n}.prom"), out);
+        }
         println!(
             "\n### N = {n} ({:.1} MB of shim input, {:.1} MB out, {:.2} MB gzip; {} shapes)\n",
             input as f64 / 1e6,

@@ -114,6 +114,7 @@ pub struct CollectorStats {
     pub shim_failures: AtomicU64,
     pub dropped_families: AtomicU64,
     pub colliding_families: AtomicU64,
+    pub label_limit_samples: AtomicU64,
 }
 
 pub struct Collector {
@@ -318,6 +319,9 @@ impl Collector {
         self.stats
             .colliding_families
             .fetch_add(u64::from(exp.colliding_families), Ordering::Relaxed);
+        self.stats
+            .label_limit_samples
+            .fetch_add(u64::from(exp.label_limit_samples), Ordering::Relaxed);
         if exp.parse_errors > 0 && slot.log_limit.allow() {
             tracing::warn!(sandbox_id = %id, skipped_lines = exp.parse_errors,
                 first = %exp.first_errors.iter().map(|(line, why)| format!("line {line}: {why}")).collect::<Vec<_>>().join("; "),

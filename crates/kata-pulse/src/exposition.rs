@@ -24,6 +24,8 @@ pub struct ShimExposition {
     pub dropped_families: u32,
     /// Families a view dropped because their name collided with another's.
     pub colliding_families: u32,
+    /// Samples a view dropped because they would carry too many labels.
+    pub label_limit_samples: u32,
     /// More than [`MAX_SHIM_SAMPLES`] samples: no view saw the body.
     pub over_limit: bool,
 }
@@ -87,9 +89,11 @@ pub fn digest(
             .collect()
     };
     let colliding = digests.iter().map(|d| d.dropped_families()).sum();
+    let label_limit = digests.iter().map(|d| d.dropped_samples()).sum();
     ShimExposition {
         samples: parsed.samples.len() as u64,
         colliding_families: colliding,
+        label_limit_samples: label_limit,
         digests,
         parse_errors: parsed.errors.count,
         first_errors: parsed.errors.first.clone(),
@@ -134,6 +138,15 @@ mod tests {
         let e = digest_raw(b"go_x 1\nkata_shim_go_x 2\n");
         assert_eq!(e.colliding_families, 1);
         assert_eq!(rendered(&e).family_count(), 1);
+    }
+
+    #[test]
+    fn samples_over_the_label_limit_are_counted() {
+        let labels: String = (0..61).map(|i| format!("l{i}=\"v\",")).collect();
+        let body = format!("a{{{labels}}} 1\na{{l=\"ok\"}} 2\n");
+        let e = digest_raw(body.as_bytes());
+        assert_eq!(e.label_limit_samples, 1);
+        assert_eq!(rendered(&e).sample_count(), 1);
     }
 
     #[test]

@@ -236,6 +236,8 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     r.sample("", &[], load(&src.collector.stats.dropped_families));
     f::KATA_PULSE_SHIM_COLLIDING_FAMILIES_TOTAL.begin(r);
     r.sample("", &[], load(&src.collector.stats.colliding_families));
+    f::KATA_PULSE_SHIM_LABEL_LIMIT_SAMPLES_TOTAL.begin(r);
+    r.sample("", &[], load(&src.collector.stats.label_limit_samples));
     f::KATA_PULSE_SCRAPE_CACHE_BYTES.begin(r);
     r.sample("", &[], src.collector.cached_bytes() as f64);
 }

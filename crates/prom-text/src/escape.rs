@@ -76,25 +76,8 @@ pub fn unescape_label_value(raw: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Checks that an already-escaped label value (as found between quotes in
-/// the input) uses only the escapes the format allows, so it can be copied
-/// to the output verbatim.
-pub(crate) fn valid_escaped_label_value(raw: &str) -> bool {
-    let mut it = raw.bytes();
-    while let Some(c) = it.next() {
-        match c {
-            b'\\' => match it.next() {
-                Some(b'\\' | b'"' | b'n') => {}
-                _ => return false,
-            },
-            b'"' | b'\n' => return false,
-            _ => {}
-        }
-    }
-    true
-}
-
-/// Same check for HELP text, where only `\\` and `\n` are escapes.
+/// Checks HELP text as found in the input (so it can be copied verbatim),
+/// where only `\\` and `\n` are escapes.
 pub(crate) fn valid_escaped_help(raw: &str) -> bool {
     let mut it = raw.bytes();
     while let Some(c) = it.next() {
@@ -151,9 +134,6 @@ mod tests {
 
     #[test]
     fn escaped_values_validation() {
-        assert!(valid_escaped_label_value(r#"a\"b\\c\n"#));
-        assert!(!valid_escaped_label_value(r#"a\tb"#));
-        assert!(!valid_escaped_label_value(r#"trailing\"#));
         assert!(valid_escaped_help(r#"it's "quoted" \\ \n"#));
         assert!(!valid_escaped_help(r#"bad \" escape"#));
     }

@@ -8,9 +8,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use crate::escape::{
-    is_valid_label_name, is_valid_metric_name, valid_escaped_help, valid_escaped_label_value,
-};
+use crate::escape::{is_valid_label_name, is_valid_metric_name, valid_escaped_help};
 use crate::MetricType;
 
 /// A parsed exposition, borrowing from the body it was parsed from.
@@ -110,19 +108,32 @@ struct FamilyState<'a> {
 
 /// Parses a text-format body. Never fails: see [`Exposition::errors`].
 pub fn parse(body: &[u8]) -> Exposition<'_> {
-    let mut p = Parser::default();
+    let mut p = Parser {
+        // Sized for real shim lines (60 to 100 bytes, one to three labels).
+        samples: Vec::with_capacity(body.len() / 64),
+        labels: Vec::with_capacity(body.len() / 48),
+        ..Parser::default()
+    };
+    // Valid UTF-8 as a whole (the usual case) is checked once; otherwise
+    // line by line, so one bad line costs only itself.
+    if let Ok(text) = std::str::from_utf8(body) {
+        for (idx, line) in text.split('\n').enumerate() {
+            p.numbered_line(idx, line.strip_suffix('\r').unwrap_or(line));
+        }
+        return p.finish();
+    }
     for (idx, raw) in body.split(|b| *b == b'\n').enumerate() {
-        let line_no = u32::try_from(idx + 1).unwrap_or(u32::MAX);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let Ok(line) = std::str::from_utf8(raw) else {
-            p.errors.push(line_no, "line is not valid UTF-8");
-            continue;
-        };
-        if let Err(reason) = p.line(line) {
-            p.errors.push(line_no, reason);
+        match std::str::from_utf8(raw) {
+            Ok(line) => p.numbered_line(idx, line),
+            Err(_) => p.errors.push(line_number(idx), "line is not valid UTF-8"),
         }
     }
     p.finish()
+}
+
+fn line_number(idx: usize) -> u32 {
+    u32::try_from(idx + 1).unwrap_or(u32::MAX)
 }
 
 #[derive(Default)]
@@ -133,6 +144,10 @@ struct Parser<'a> {
     samples: Vec<(u32, Sample<'a>)>,
     labels: Vec<Label<'a>>,
     errors: ParseErrors,
+    /// The sample name seen last and its family: consecutive samples
+    /// mostly share it, which saves the map lookups. Cleared by comment
+    /// lines, the only ones that declare families.
+    last: Option<(&'a str, u32)>,
 }
 
 type LineResult = Result<(), &'static str>;
@@ -142,9 +157,15 @@ type LineResult = Result<(), &'static str>;
 pub const MAX_LABELS: usize = 64;
 
 impl<'a> Parser<'a> {
+    fn numbered_line(&mut self, idx: usize, line: &'a str) {
+        if let Err(reason) = self.line(line) {
+            self.errors.push(line_number(idx), reason);
+        }
+    }
+
     fn line(&mut self, line: &'a str) -> LineResult {
-        let trimmed = line.trim_start_matches([' ', '\t']);
-        if trimmed.trim_end_matches([' ', '\t']).is_empty() {
+        let trimmed = line.trim_blanks_start();
+        if trimmed.trim_blanks_end().is_empty() {
             return Ok(());
         }
         if let Some(comment) = trimmed.strip_prefix('#') {
@@ -154,7 +175,8 @@ impl<'a> Parser<'a> {
     }
 
     fn comment(&mut self, rest: &'a str) -> LineResult {
-        let rest = rest.trim_start_matches([' ', '\t']);
+        self.last = None;
+        let rest = rest.trim_blanks_start();
         let (keyword, rest) = split_token(rest);
         match keyword {
             "HELP" => {
@@ -184,7 +206,7 @@ impl<'a> Parser<'a> {
                 }
                 let (token, rest) = split_token(rest);
                 let kind = MetricType::from_token(token).ok_or("unknown metric type")?;
-                if !rest.trim_end_matches([' ', '\t']).is_empty() {
+                if !rest.trim_blanks_end().is_empty() {
                     return Err("trailing text after the TYPE");
                 }
                 let idx = self.family_index(name);
@@ -224,6 +246,17 @@ impl<'a> Parser<'a> {
     /// `_bucket`/`_sum`/`_count` fold into a declared histogram or summary
     /// of the base name.
     fn family_for_sample(&mut self, name: &'a str) -> u32 {
+        if let Some((last, idx)) = self.last {
+            if last == name {
+                return idx;
+            }
+        }
+        let idx = self.lookup_family_for_sample(name);
+        self.last = Some((name, idx));
+        idx
+    }
+
+    fn lookup_family_for_sample(&mut self, name: &'a str) -> u32 {
         // A family declared under the sample's own name wins (as in the
         // reference Go parser): `foo_bucket` may be a family of its own.
         if let Some(&idx) = self.index.get(name) {
@@ -245,12 +278,12 @@ impl<'a> Parser<'a> {
     }
 
     fn sample(&mut self, line: &'a str) -> LineResult {
-        let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+        let name_end = find_byte(line, |b| matches!(b, b'{' | b' ' | b'\t')).unwrap_or(line.len());
         let name = &line[..name_end];
         if !is_valid_metric_name(name) {
             return Err("invalid metric name");
         }
-        let mut rest = line[name_end..].trim_start_matches([' ', '\t']);
+        let mut rest = line[name_end..].trim_blanks_start();
         let labels_start = self.labels.len();
         if let Some(after_brace) = rest.strip_prefix('{') {
             match self.label_list(after_brace) {
@@ -279,7 +312,7 @@ impl<'a> Parser<'a> {
             // `a{b="c"}1` is tolerated by some parsers but not by Prometheus.
             return Err("missing blank before the value");
         }
-        let rest = rest.trim_start_matches([' ', '\t']);
+        let rest = rest.trim_blanks_start();
         let (value_text, rest) = split_token(rest);
         if value_text.is_empty() {
             return Err("missing value");
@@ -295,7 +328,7 @@ impl<'a> Parser<'a> {
         } else {
             return Err("invalid timestamp");
         };
-        if !rest.trim_end_matches([' ', '\t']).is_empty() {
+        if !rest.trim_blanks_end().is_empty() {
             return Err("trailing text after the sample");
         }
 
@@ -345,12 +378,12 @@ impl<'a> Parser<'a> {
     fn label_list(&mut self, mut rest: &'a str) -> Result<&'a str, &'static str> {
         let start = self.labels.len();
         loop {
-            rest = rest.trim_start_matches([' ', '\t']);
+            rest = rest.trim_blanks_start();
             if let Some(after) = rest.strip_prefix('}') {
                 return Ok(after);
             }
             let name_end = rest
-                .find(['=', ' ', '\t'])
+                .find_byte_of(|b| matches!(b, b'=' | b' ' | b'\t'))
                 .ok_or("unterminated label set")?;
             let name = &rest[..name_end];
             // `__`-prefixed names are reserved (`__name__` among them):
@@ -361,22 +394,22 @@ impl<'a> Parser<'a> {
             if self.labels.len() - start >= MAX_LABELS {
                 return Err("too many labels on one sample");
             }
-            rest = rest[name_end..].trim_start_matches([' ', '\t']);
+            rest = rest[name_end..].trim_blanks_start();
             rest = rest
                 .strip_prefix('=')
                 .ok_or("expected '=' after label name")?;
-            rest = rest.trim_start_matches([' ', '\t']);
+            rest = rest.trim_blanks_start();
             rest = rest.strip_prefix('"').ok_or("label value must be quoted")?;
-            let close = find_closing_quote(rest).ok_or("unterminated label value")?;
-            let value = &rest[..close];
-            if !valid_escaped_label_value(value) {
+            let (close, escapes_ok) = find_closing_quote(rest).ok_or("unterminated label value")?;
+            if !escapes_ok {
                 return Err("label value with an invalid escape sequence");
             }
+            let value = &rest[..close];
             if self.labels[start..].iter().any(|l| l.name == name) {
                 return Err("duplicate label name");
             }
             self.labels.push(Label { name, value });
-            rest = rest[close + 1..].trim_start_matches([' ', '\t']);
+            rest = rest[close + 1..].trim_blanks_start();
             if let Some(after) = rest.strip_prefix(',') {
                 rest = after;
             } else if !rest.starts_with('}') {
@@ -393,26 +426,31 @@ impl<'a> Parser<'a> {
             errors,
             ..
         } = self;
-        // Stable: input order is kept inside each family.
-        samples.sort_by_key(|(fam, _)| *fam);
+        // Stable: input order is kept inside each family. Bodies almost
+        // always come grouped already.
+        if !samples.is_sorted_by_key(|(fam, _)| *fam) {
+            samples.sort_by_key(|(fam, _)| *fam);
+        }
         let mut families = Vec::with_capacity(states.len());
-        let mut flat = Vec::with_capacity(samples.len());
-        let mut cursor = 0usize;
-        for (idx, state) in states.into_iter().enumerate() {
-            let start = flat.len();
-            while cursor < samples.len() && samples[cursor].0 as usize == idx {
-                flat.push(samples[cursor].1.clone());
-                cursor += 1;
+        let mut counts = vec![0u32; states.len()];
+        for (fam, _) in &samples {
+            if let Some(c) = counts.get_mut(*fam as usize) {
+                *c += 1;
             }
-            if flat.len() > start {
+        }
+        let flat: Vec<Sample<'a>> = samples.into_iter().map(|(_, s)| s).collect();
+        let mut start = 0u32;
+        for (state, count) in states.into_iter().zip(counts) {
+            let end = start + count;
+            if count > 0 {
                 families.push(Family {
                     name: state.name,
                     help: state.help,
                     kind: state.kind,
-                    samples: u32::try_from(start).unwrap_or(u32::MAX)
-                        ..u32::try_from(flat.len()).unwrap_or(u32::MAX),
+                    samples: start..end,
                 });
             }
+            start = end;
         }
         Exposition {
             families,
@@ -423,22 +461,62 @@ impl<'a> Parser<'a> {
     }
 }
 
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// The first byte matching `pred`. Byte-wise: the delimiters are ASCII, and
+/// `str::find` with a set of chars decodes every character on the way.
+fn find_byte(s: &str, pred: impl Fn(u8) -> bool) -> Option<usize> {
+    s.bytes().position(pred)
+}
+
+/// Blank trimming on bytes (blanks are ASCII, so any cut is on a char
+/// boundary).
+trait Blanks {
+    fn trim_blanks_start(&self) -> &str;
+    fn trim_blanks_end(&self) -> &str;
+    fn find_byte_of(&self, pred: impl Fn(u8) -> bool) -> Option<usize>;
+}
+
+impl Blanks for str {
+    fn trim_blanks_start(&self) -> &str {
+        let n = self.bytes().take_while(|b| is_blank(*b)).count();
+        &self[n..]
+    }
+
+    fn trim_blanks_end(&self) -> &str {
+        let n = self.bytes().rev().take_while(|b| is_blank(*b)).count();
+        &self[..self.len() - n]
+    }
+
+    fn find_byte_of(&self, pred: impl Fn(u8) -> bool) -> Option<usize> {
+        find_byte(self, pred)
+    }
+}
+
 /// Splits off the first blank-separated token.
 fn split_token(s: &str) -> (&str, &str) {
-    let s = s.trim_start_matches([' ', '\t']);
-    match s.find([' ', '\t']) {
-        Some(end) => (&s[..end], s[end..].trim_start_matches([' ', '\t'])),
+    let s = s.trim_blanks_start();
+    match find_byte(s, is_blank) {
+        Some(end) => (&s[..end], s[end..].trim_blanks_start()),
         None => (s, ""),
     }
 }
 
-fn find_closing_quote(s: &str) -> Option<usize> {
+/// The closing quote of a label value, and whether every escape before it
+/// is one the format has (`\\`, `\"`, `\n`): one pass for both.
+fn find_closing_quote(s: &str) -> Option<(usize, bool)> {
     let bytes = s.as_bytes();
+    let mut valid = true;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i),
+            b'\\' => {
+                valid &= matches!(bytes.get(i + 1), Some(b'\\' | b'"' | b'n'));
+                i += 2;
+            }
+            b'"' => return Some((i, valid)),
             _ => i += 1,
         }
     }
@@ -454,6 +532,11 @@ pub(crate) fn parse_value(s: &str) -> Option<f64> {
         "-Inf" => return Some(f64::NEG_INFINITY),
         "NaN" => return Some(f64::NAN),
         _ => {}
+    }
+    // Most values are small non-negative integers (counts, bytes): exact
+    // in an f64, and cheaper read by hand.
+    if !s.is_empty() && s.len() <= 15 && s.bytes().all(|c| c.is_ascii_digit()) {
+        return Some(s.bytes().fold(0u64, |n, c| n * 10 + u64::from(c - b'0')) as f64);
     }
     // Guard against forms Rust accepts but the text format does not.
     if s.bytes().any(|c| c == b'_') {

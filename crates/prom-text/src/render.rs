@@ -6,7 +6,6 @@
 //! all [`crate::merge`] needs: the raw body and the parse can be dropped.
 
 use std::borrow::Cow;
-use std::io::Write;
 use std::ops::Range;
 
 use crate::escape::{escape_help, escape_label_value};
@@ -285,7 +284,10 @@ impl Source for Rendered {
 }
 
 pub(crate) fn write_label(buf: &mut Vec<u8>, name: &str, escaped_value: &str) {
-    let _ = write!(buf, "{name}=\"{escaped_value}\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"=\"");
+    buf.extend_from_slice(escaped_value.as_bytes());
+    buf.push(b'"');
 }
 
 #[cfg(test)]
