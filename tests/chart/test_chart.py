@@ -22,6 +22,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -445,10 +446,19 @@ def test_custom_sandbox_dirs_and_crio(chart):
 
 def check_probes(docs):
     c = container(docs)
-    port = int(args_of(docs)["--listen-address"].rsplit(":", 1)[1])
-    assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    args = args_of(docs)
+    port = int(args["--listen-address"].rsplit(":", 1)[1])
+    ports = [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    # With a probe listener the kubelet's probes go there, not to the
+    # metrics port (where TLS, basic auth or a flood could fail them).
+    target = "metrics"
+    if "--probe-listen-address" in args:
+        probe = int(args["--probe-listen-address"].rsplit(":", 1)[1])
+        ports.append({"name": "probes", "containerPort": probe, "protocol": "TCP"})
+        target = "probes"
+    assert c["ports"] == ports
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": target}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": target}
 
 
 def test_probe_timings_and_host_network(chart):
@@ -511,6 +521,8 @@ FLAG_OF = {
     "kataMetrics": "--kata-metrics",
     "cadvisorMetrics": "--cadvisor-metrics",
     "enableDebugProxy": "--enable-debug-proxy",
+    "probeListenAddress": "--probe-listen-address",
+    "shutdownGracePeriod": "--shutdown-grace-period",
 }
 
 NON_DEFAULT_CONFIG = {
@@ -529,6 +541,8 @@ NON_DEFAULT_CONFIG = {
     "kataMetrics": False,
     "cadvisorMetrics": False,
     "enableDebugProxy": True,
+    "probeListenAddress": "",
+    "shutdownGracePeriod": "2s",
 }
 
 
@@ -550,6 +564,8 @@ def test_every_config_value_maps_to_its_flag(chart):
         "--shim-concurrency": "32",
         "--kata-metrics": "true",
         "--cadvisor-metrics": "true",
+        "--shutdown-grace-period": "5s",
+        "--probe-listen-address": "0.0.0.0:8091",
     }
     a = args_of(render(chart, {"config": NON_DEFAULT_CONFIG}))
     assert a == {
@@ -566,6 +582,7 @@ def test_every_config_value_maps_to_its_flag(chart):
         "--shim-concurrency": "8",
         "--kata-metrics": "false",
         "--cadvisor-metrics": "false",
+        "--shutdown-grace-period": "2s",
         "--enable-debug-proxy": None,
     }
 
@@ -632,8 +649,12 @@ def test_the_agent_accepts_the_rendered_args(chart, values):
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
-    args = [a if not a.startswith("--listen-address=") else "--listen-address=127.0.0.1:0"
-            for a in container(render(chart, values))["args"]]
+    def local(a):
+        for flag in ("--listen-address=", "--probe-listen-address="):
+            if a.startswith(flag):
+                return flag + "127.0.0.1:0"
+        return a
+    args = [local(a) for a in container(render(chart, values))["args"]]
     with tempfile.TemporaryFile() as log:
         p = subprocess.Popen([str(binary), *args], stdout=log, stderr=log, env={"PATH": os.environ.get("PATH", "")})
         try:
@@ -688,6 +709,94 @@ def test_pod_monitor(chart):
     assert ep["relabelings"] == SCENARIOS["extra-args-and-everything"]["podMonitor"]["relabelings"]
     assert ep["metricRelabelings"] == [{"action": "labeldrop", "regex": "cri_uid"}]
     assert ep["honorLabels"] is True
+
+
+WEB = {
+    "webConfig": {"secretName": "kata-pulse-web"},
+    "podMonitor": {
+        "scheme": "https",
+        "tlsConfig": {"ca": {"secret": {"name": "kata-pulse-web", "key": "ca.crt"}}, "serverName": "kata-pulse"},
+        "basicAuth": {"username": {"name": "scrape", "key": "username"},
+                      "password": {"name": "scrape", "key": "password"}},
+    },
+}
+
+
+def test_web_config_secret_and_tls_scraping(chart):
+    docs = render(chart, WEB)
+    validate_all(docs)
+    c = container(docs)
+    assert "--web.config.file=/etc/kata-pulse/web/web-config.yml" in c["args"]
+    mount = [m for m in c["volumeMounts"] if m["name"] == "web-config"]
+    assert mount == [{"name": "web-config", "mountPath": "/etc/kata-pulse/web", "readOnly": True}]
+    volume = [v for v in pod_spec(docs)["volumes"] if v["name"] == "web-config"]
+    assert volume == [{"name": "web-config", "secret": {"secretName": "kata-pulse-web"}}]
+    # The probes stay on the plain, unauthenticated probe port.
+    check_probes(docs)
+    assert c["livenessProbe"]["httpGet"]["port"] == "probes"
+    ep = only(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    assert ep["scheme"] == "https"
+    assert ep["tlsConfig"] == WEB["podMonitor"]["tlsConfig"]
+    assert ep["basicAuth"] == WEB["podMonitor"]["basicAuth"]
+    # The same for a ServiceMonitor.
+    sm_values = {**WEB, "podMonitor": {"enabled": False}, "service": {"enabled": True},
+                 "serviceMonitor": {**WEB["podMonitor"], "enabled": True}}
+    ep = only(render(chart, sm_values), "ServiceMonitor")["spec"]["endpoints"][0]
+    assert ep["scheme"] == "https" and ep["basicAuth"] == WEB["podMonitor"]["basicAuth"]
+    # Without webConfig nothing is mounted and the scrape is plain.
+    docs = render(chart)
+    assert not any(a.startswith("--web.config.file") for a in container(docs)["args"])
+    assert "tlsConfig" not in only(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+
+
+def test_the_agent_serves_tls_from_the_mounted_secret(chart, tmp_path):
+    """The rendered args with a web config as the Secret would hold it: the
+    real agent starts, its probe port answers plain HTTP."""
+    binary = find_agent_binary()
+    if binary is None:
+        if IN_CI:
+            pytest.fail("no kata-pulse binary")
+        pytest.skip("no kata-pulse binary")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=kata-pulse", "-keyout", "tls.key", "-out", "tls.crt"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "web-config.yml").write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n")
+    probe = free_local_port()
+    args = []
+    for a in container(render(chart, WEB))["args"]:
+        if a.startswith("--listen-address="):
+            a = "--listen-address=127.0.0.1:0"
+        elif a.startswith("--probe-listen-address="):
+            a = f"--probe-listen-address=127.0.0.1:{probe}"
+        elif a.startswith("--web.config.file="):
+            a = f"--web.config.file={tmp_path / 'web-config.yml'}"
+        args.append(a)
+    p = subprocess.Popen([str(binary), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env={"PATH": os.environ.get("PATH", "")})
+    try:
+        import urllib.request
+        deadline = time.monotonic() + 10
+        status = None
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{probe}/healthz", timeout=2).status
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert status == 200, f"no plain /healthz on the probe port; exit {p.poll()}"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            assert p.wait(5) == 0
+        finally:
+            if p.poll() is None:
+                p.kill()
+
+
+def free_local_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_pod_monitor_disabled(chart):

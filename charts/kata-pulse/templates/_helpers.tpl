@@ -135,7 +135,14 @@ The flags that decide ports and mounts can only be set through config.
   (printf "--shim-concurrency=%d" (int64 $c.shimConcurrency))
   (printf "--kata-metrics=%t" $c.kataMetrics)
   (printf "--cadvisor-metrics=%t" $c.cadvisorMetrics)
+  (printf "--shutdown-grace-period=%s" (toString $c.shutdownGracePeriod))
 }}
+{{- if $c.probeListenAddress }}
+{{- $args = append $args (printf "--probe-listen-address=%s" (toString $c.probeListenAddress)) }}
+{{- end }}
+{{- if .Values.webConfig.secretName }}
+{{- $args = append $args (printf "--web.config.file=%s/web-config.yml" (include "kata-pulse.webConfigDir" .)) }}
+{{- end }}
 {{- if $c.enableDebugProxy }}
 {{- $args = append $args "--enable-debug-proxy" }}
 {{- end }}
@@ -148,7 +155,7 @@ The flags that decide ports and mounts can only be set through config.
 {{- else if and (hasPrefix "-" $flag) (not (hasPrefix "--" $flag)) }}
 {{- $flag = printf "-%s" $flag }}
 {{- end }}
-{{- $owned := dict "--listen-address" "config.listenAddress (it also sets the container port and the probes)" "--runtime-endpoint" "config.runtimeEndpoint (it also decides which socket is mounted)" "--sandbox-dirs" "config.sandboxDirs (it also decides which folders are mounted)" }}
+{{- $owned := dict "--listen-address" "config.listenAddress (it also sets the container port and the probes)" "--probe-listen-address" "config.probeListenAddress (it also sets the probes' port)" "--web.config.file" "webConfig.secretName (it also mounts the Secret)" "--runtime-endpoint" "config.runtimeEndpoint (it also decides which socket is mounted)" "--sandbox-dirs" "config.sandboxDirs (it also decides which folders are mounted)" }}
 {{- if hasKey $owned $flag }}
 {{- fail (printf "extraArgs: set %s with %s" $flag (get $owned $flag)) }}
 {{- end }}
@@ -164,6 +171,30 @@ The flags that decide ports and mounts can only be set through config.
 {{- $out = append $out (toString .) }}
 {{- end }}
 {{- toYaml $out }}
+{{- end }}
+
+{{/*
+The port of config.probeListenAddress ("" when unset), checked as the
+listen address is, and not the metrics port.
+*/}}
+{{- define "kata-pulse.probePort" -}}
+{{- $addr := toString .Values.config.probeListenAddress }}
+{{- if $addr }}
+{{- $host := regexReplaceAll ":[0-9]+$" $addr "" }}
+{{- if or (hasPrefix "127." $host) (eq $host "[::1]") }}
+{{- fail (printf "config.probeListenAddress %q is a loopback address: the kubelet's probes reach the pod on its IP" $addr) }}
+{{- end }}
+{{- $port := regexFind "[0-9]+$" $addr | atoi }}
+{{- if or (lt $port 1) (gt $port 65535) (eq $port (include "kata-pulse.port" . | atoi)) }}
+{{- fail (printf "config.probeListenAddress %q: the port must be in range and differ from the metrics port" $addr) }}
+{{- end }}
+{{- $port }}
+{{- end }}
+{{- end }}
+
+{{/* Where the webConfig Secret is mounted. */}}
+{{- define "kata-pulse.webConfigDir" -}}
+/etc/kata-pulse/web
 {{- end }}
 
 {{/* The job label a PodMonitor/ServiceMonitor with this jobLabel produces, for NOTES. */}}

@@ -140,6 +140,55 @@ pub struct Cli {
         default_value = "auto"
     )]
     pub container_stats: StatsMode,
+
+    /// Also serve `/healthz` and `/readyz` on this address, alone: plain
+    /// HTTP, no auth and connections of their own, so the kubelet's probes
+    /// are answered whatever happens on the listen address (a connection
+    /// flood, TLS, basic auth).
+    #[arg(long, env = "KATA_PULSE_PROBE_LISTEN")]
+    pub probe_listen_address: Option<SocketAddr>,
+
+    /// TLS and basic auth, in the Prometheus exporter-toolkit format
+    /// (node_exporter's `--web.config.file`); re-read when it or a file it
+    /// names changes, and on SIGHUP.
+    #[arg(
+        long = "web.config.file",
+        env = "KATA_PULSE_WEB_CONFIG_FILE",
+        value_name = "FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Connections served at once on the listen address; more wait in the
+    /// listen backlog.
+    #[arg(long, env = "KATA_PULSE_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_connections: u64,
+
+    /// Connections one client address may hold open; more get a 503 and are
+    /// closed at once.
+    #[arg(long, env = "KATA_PULSE_MAX_CONNECTIONS_PER_IP", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_connections_per_ip: u64,
+
+    /// Time a client gets to send a complete request head (slowloris).
+    #[arg(long, env = "KATA_PULSE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a kept-alive connection gets, after a response, to send its
+    /// next complete request head; at most `--header-timeout`.
+    #[arg(long, env = "KATA_PULSE_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Deadline of a whole response, head and body, of every endpoint (the
+    /// debug proxy adds the longest profile, 600s, and --shim-timeout): no
+    /// head by then is a 503, a body still in transfer is cut.
+    #[arg(long, env = "KATA_PULSE_RESPONSE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+
+    /// Time in-flight responses get to finish after SIGTERM or SIGINT; the
+    /// agent then exits, cutting what is left (long debug streams).
+    #[arg(long, env = "KATA_PULSE_SHUTDOWN_GRACE_PERIOD", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace_period: Duration,
 }
 
 /// The `--container-stats` choice.
@@ -151,6 +200,17 @@ pub enum StatsMode {
     Containerd,
     /// CRI `ListContainerStats` only.
     Cri,
+}
+
+/// How the HTTP server bounds its clients (docs/operations.md lists them).
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub response_timeout: Duration,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +237,9 @@ pub struct Config {
     pub kata_metrics: bool,
     pub cadvisor_metrics: bool,
     pub container_stats: StatsMode,
+    pub probe_listen_address: Option<SocketAddr>,
+    pub web_config_file: Option<PathBuf>,
+    pub server: ServerLimits,
 }
 
 /// What `main` should do.
@@ -247,6 +310,7 @@ impl Config {
         if cli.cri_timeout.is_zero() || cli.cri_timeout > Duration::from_secs(300) {
             return Err("--cri-timeout must be between 1ms and 300s".into());
         }
+        let server = server_limits(&cli)?;
         Ok(Config {
             listen_address: cli.listen_address,
             runtime_endpoint,
@@ -263,8 +327,37 @@ impl Config {
             kata_metrics: cli.kata_metrics,
             cadvisor_metrics: cli.cadvisor_metrics,
             container_stats: cli.container_stats,
+            probe_listen_address: cli.probe_listen_address,
+            web_config_file: cli.web_config_file,
+            server,
         })
     }
+}
+
+fn server_limits(cli: &Cli) -> Result<ServerLimits, String> {
+    if cli.header_timeout.is_zero() || cli.header_timeout > Duration::from_secs(300) {
+        return Err("--header-timeout must be between 1ms and 300s".into());
+    }
+    if cli.idle_timeout.is_zero() || cli.idle_timeout > cli.header_timeout {
+        return Err("--idle-timeout must be between 1ms and --header-timeout".into());
+    }
+    if cli.response_timeout < Duration::from_secs(1)
+        || cli.response_timeout > Duration::from_secs(3600)
+    {
+        return Err("--response-timeout must be between 1s and 1h".into());
+    }
+    if cli.shutdown_grace_period > Duration::from_secs(300) {
+        return Err("--shutdown-grace-period must be at most 300s".into());
+    }
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(ServerLimits {
+        max_connections: count(cli.max_connections),
+        max_connections_per_ip: count(cli.max_connections_per_ip),
+        header_timeout: cli.header_timeout,
+        idle_timeout: cli.idle_timeout,
+        response_timeout: cli.response_timeout,
+        shutdown_grace: cli.shutdown_grace_period,
+    })
 }
 
 /// Maps a level name (kata-monitor's logrus names included) or validates a
@@ -491,6 +584,11 @@ mod tests {
             &["--runtime-endpoint", "http://x"],
             &["--runtime-endpoint", "tcp://a%b:1"],
             &["--log-format", "xml"],
+            &["--idle-timeout", "11s"],
+            &["--header-timeout", "0s"],
+            &["--response-timeout", "0s"],
+            &["--max-connections", "0"],
+            &["--max-connections-per-ip", "0"],
             &["--no-such-flag"],
         ] {
             let (text, code) = run(bad).unwrap_err();
@@ -584,6 +682,14 @@ mod tests {
             "--kata-metrics",
             "--cadvisor-metrics",
             "--container-stats",
+            "--probe-listen-address",
+            "--web.config.file",
+            "--max-connections",
+            "--max-connections-per-ip",
+            "--header-timeout",
+            "--idle-timeout",
+            "--response-timeout",
+            "--shutdown-grace-period",
         ] {
             assert!(text.contains(flag), "missing {flag}");
         }

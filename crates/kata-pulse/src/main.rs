@@ -26,7 +26,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(kata_pulse::run::run(config)) {
+    let result = runtime.block_on(kata_pulse::run::run(config));
+    // Whatever still runs (a blocking shim or CRI call) must not hold the
+    // exit: a stopped agent exits within the grace period.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if let Err(e) = result {
         // Said once: on stderr as the flag errors are (exit 2) when it could
         // not start, in the log format when it stopped while serving.
         if e.downcast_ref::<kata_pulse::run::StartupError>().is_some() {

@@ -1,7 +1,13 @@
 //! Wires the tasks together and serves until a signal arrives.
+//!
+//! SIGTERM and SIGINT stop the agent gracefully (no new connections,
+//! in-flight responses get `--shutdown-grace-period`); SIGHUP re-reads
+//! `--web.config.file` (without one it is logged and ignored).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::collect::Collector;
@@ -25,27 +31,20 @@ pub struct StartupError(pub String);
 /// Runs the agent; returns when SIGINT/SIGTERM arrives or serving fails.
 /// Errors that stop it from starting are [`StartupError`]s.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen_address)
-        .await
-        .map_err(|e| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::AddrInUse => {
-                    "; another process (a kata-monitor, another kata-pulse?) listens there: \
-                     stop it or pick another --listen-address"
-                }
-                std::io::ErrorKind::AddrNotAvailable => {
-                    "; that address is not one of this host's (use 0.0.0.0:PORT for all)"
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-                }
-                _ => "",
-            };
-            StartupError(format!(
-                "cannot listen on {}: {e}{hint}",
-                config.listen_address
-            ))
-        })?;
+    let listener = bind(config.listen_address, "--listen-address").await?;
+    let probe = match config.probe_listen_address {
+        Some(addr) => Some(bind(addr, "--probe-listen-address").await?),
+        None => None,
+    };
+    let web = match &config.web_config_file {
+        Some(path) => Some(Arc::new(http::web_config::WebConfig::load(path).map_err(
+            |e| StartupError(format!("invalid --web.config.file {}: {e}", path.display())),
+        )?)),
+        None => None,
+    };
+    // Installed before serving, so SIGHUP never takes the default action
+    // (terminate).
+    let hangups = hangup_handler(web.clone())?;
     let registry = Registry::new();
     let discovery_stats = Arc::new(DiscoveryStats::default());
     let cri_stats = Arc::new(CriStats::default());
@@ -86,31 +85,81 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         requests: Arc::new(RequestStats::default()),
         metrics_builds: Arc::new(tokio::sync::Semaphore::new(http::CONCURRENT_METRICS)),
     });
-    supervise(
-        http::serve(listener, app),
+    let (stop, stopped) = watch::channel(false);
+    let result = supervise(
+        http::serve(listener, probe, app, web, stopped),
         discovery,
         labeller,
         shutdown_signal(),
+        stop,
     )
-    .await
+    .await;
+    hangups.abort();
+    result
 }
 
-/// Serves until `shutdown`; the background tasks run forever, so if one
-/// ends (a panic) that is an error: the agent exits and its supervisor
-/// restarts it instead of it serving a frozen view.
+async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, StartupError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another process (a kata-monitor, another kata-pulse?) listens there: \
+                 stop it or pick another address"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "; that address is not one of this host's (use 0.0.0.0:PORT for all)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+            }
+            _ => "",
+        };
+        StartupError(format!("cannot listen on {addr} ({flag}): {e}{hint}"))
+    })
+}
+
+/// SIGHUP re-reads the web config, or is logged and ignored.
+fn hangup_handler(
+    web: Option<Arc<http::web_config::WebConfig>>,
+) -> Result<JoinHandle<()>, StartupError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| StartupError(format!("cannot handle SIGHUP: {e}")))?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &web {
+                Some(web) => {
+                    tracing::info!("SIGHUP: re-reading --web.config.file");
+                    web.reload();
+                }
+                None => tracing::info!("SIGHUP ignored: there is no --web.config.file to re-read"),
+            }
+        }
+    }))
+}
+
+/// Serves until `shutdown`, then tells the server to `stop` and waits for
+/// its drain (bounded by the grace period; discovery and labelling keep
+/// running meanwhile for the responses in flight). The background tasks
+/// run forever, so if one ends (a panic) that is an error: the agent exits
+/// and its supervisor restarts it instead of it serving a frozen view.
 async fn supervise(
     serving: impl std::future::Future<Output = std::io::Result<()>>,
     mut discovery: JoinHandle<()>,
     mut labeller: JoinHandle<()>,
     shutdown: impl std::future::Future<Output = ()>,
+    stop: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
+    tokio::pin!(serving);
     let result = tokio::select! {
-        r = serving => r.map_err(anyhow::Error::from),
+        r = &mut serving => r.map_err(anyhow::Error::from),
         r = &mut discovery => Err(anyhow::anyhow!("sandbox discovery stopped: {r:?}")),
         r = &mut labeller => Err(anyhow::anyhow!("CRI labelling stopped: {r:?}")),
         _ = shutdown => {
-            tracing::info!("shutting down");
-            Ok(())
+            tracing::info!("shutting down: no new connections, finishing the responses in flight");
+            let _ = stop.send(true);
+            let r = serving.await.map_err(anyhow::Error::from);
+            tracing::info!("stopped");
+            r
         }
     };
     discovery.abort();
@@ -148,9 +197,15 @@ mod tests {
     async fn a_stopped_background_task_ends_the_agent_with_an_error() {
         let serving = pending::<std::io::Result<()>>();
         let panicked = tokio::spawn(async { panic!("lost the registry") });
-        let err = supervise(serving, panicked, forever(), pending())
-            .await
-            .unwrap_err();
+        let err = supervise(
+            serving,
+            panicked,
+            forever(),
+            pending(),
+            watch::channel(false).0,
+        )
+        .await
+        .unwrap_err();
         assert!(
             err.to_string().contains("sandbox discovery stopped"),
             "{err}"
@@ -160,22 +215,45 @@ mod tests {
         let discovery = forever();
         let watched = discovery.abort_handle();
         let ended = tokio::spawn(async {});
-        let err = supervise(pending(), discovery, ended, pending())
-            .await
-            .unwrap_err();
+        let err = supervise(
+            pending(),
+            discovery,
+            ended,
+            pending(),
+            watch::channel(false).0,
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("CRI labelling stopped"), "{err}");
         // The other task does not outlive the agent.
         tokio::task::yield_now().await;
         assert!(watched.is_finished());
     }
 
+    /// A signal tells the server to stop and waits for its drain, during
+    /// which the background tasks still run; then they are stopped too.
     #[tokio::test]
-    async fn a_signal_ends_the_agent_cleanly() {
+    async fn a_signal_stops_serving_and_waits_for_the_drain() {
         let discovery = forever();
         let watched = discovery.abort_handle();
-        supervise(pending(), discovery, forever(), async {})
+        let (stop, mut stopped) = watch::channel(false);
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let serving = {
+            let drained = drained.clone();
+            let watched = watched.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                // Draining: discovery is still there for the responses in flight.
+                tokio::task::yield_now().await;
+                assert!(!watched.is_finished());
+                drained.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        supervise(serving, discovery, forever(), async {}, stop)
             .await
             .unwrap();
+        assert!(drained.load(std::sync::atomic::Ordering::SeqCst));
         tokio::task::yield_now().await;
         assert!(watched.is_finished());
     }

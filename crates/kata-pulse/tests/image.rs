@@ -190,6 +190,10 @@ fn container_config(
             if a.starts_with("--listen-address=") {
                 listen_seen = true;
                 format!("--listen-address={addr}")
+            } else if a.starts_with("--probe-listen-address=") {
+                // Any free port: parallel runs must not collide on the
+                // chart's fixed one.
+                "--probe-listen-address=127.0.0.1:0".to_string()
             } else {
                 a.to_string()
             }

@@ -2,7 +2,9 @@
 //! connection wants data the merge writes about [`CHUNK`] bytes more (and
 //! gzip compresses them), so a response of any node size holds one chunk,
 //! the compressor's window and references to the cached digests, never a
-//! copy of the whole output.
+//! copy of the whole output. (The response deadline of every endpoint,
+//! `--response-timeout`, bounds how long it is sent; `http::stall` closes
+//! the connection of a client that stops reading.)
 
 use std::io::Write;
 use std::pin::Pin;
@@ -13,7 +15,6 @@ use flate2::write::GzEncoder;
 use http_body::{Body, Frame};
 use prom_text::Merger;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
 
 use crate::views::Part;
 
@@ -25,9 +26,6 @@ pub struct ExpositionBody {
     merger: Merger<Part>,
     gzip: Option<GzEncoder<Vec<u8>>>,
     done: bool,
-    /// Past this the body ends with an error (the client sees a cut
-    /// response) instead of holding its permit any longer.
-    deadline: Instant,
     /// Held until the body is dropped: bounds the responses in flight.
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -36,7 +34,6 @@ impl ExpositionBody {
     pub fn new(
         merger: Merger<Part>,
         gzip: bool,
-        deadline: Instant,
         permit: Option<OwnedSemaphorePermit>,
     ) -> ExpositionBody {
         ExpositionBody {
@@ -45,7 +42,6 @@ impl ExpositionBody {
                 GzEncoder::new(Vec::with_capacity(CHUNK / 2), flate2::Compression::fast())
             }),
             done: false,
-            deadline,
             _permit: permit,
         }
     }
@@ -87,13 +83,6 @@ impl Body for ExpositionBody {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
-        if !this.done && Instant::now() >= this.deadline {
-            this.done = true;
-            return Poll::Ready(Some(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the response took longer than its deadline to send",
-            ))));
-        }
         Poll::Ready(
             this.next_chunk()
                 .transpose()

@@ -5,14 +5,11 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue};
-use std::time::Duration;
-
-use axum::body::Body;
 use prom_text::Merger;
-use tokio::time::Instant;
 
 use super::body::ExpositionBody;
 use super::negotiate::gzip_accepted;
@@ -51,14 +48,9 @@ pub async fn metrics(
     let merger = tokio::task::spawn_blocking(move || plan(&work_app, &collection, &prefixes))
         .await
         .map_err(|e| HttpError::Internal(format!("building the response failed: {e}")))?;
-    let deadline = Instant::now() + SEND_DEADLINE;
-    let body = ExpositionBody::new(merger, gzip, deadline, permit);
+    let body = ExpositionBody::new(merger, gzip, permit);
     Ok(exposition_response(Body::new(body), gzip, None))
 }
-
-/// How long a client may take to read one aggregate response: a reader
-/// slower than this holds its permit no longer.
-pub const SEND_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The merge of one aggregate response, ready to be written: the agent's
 /// own metrics first, then every view's parts.

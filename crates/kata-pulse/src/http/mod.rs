@@ -1,31 +1,37 @@
 //! The HTTP server: kata-monitor's endpoints plus health and JSON views.
 //!
-//! Connections are bounded in number and in how long a client may take to
-//! send its request head, so a misbehaving client cannot pin the agent.
+//! Every request passes the same gates before a handler runs: its size
+//! ([`limits`]), basic auth when the web config has users ([`basic_auth`]),
+//! and a deadline for the whole response. Connections are bounded by
+//! [`server`]; the probes can have a listener of their own, so a flood on
+//! the main port never fails the kubelet's liveness probe.
 
+pub mod basic_auth;
 pub(crate) mod body;
 mod debug;
 mod index;
+pub mod limits;
 mod metrics;
 mod negotiate;
 mod sandboxes;
+pub mod server;
+mod stall;
 pub mod status;
+pub mod web_config;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::request::Parts;
 use http::StatusCode;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::collect::Collector;
 use crate::config::Config;
@@ -35,17 +41,24 @@ use crate::registry::Registry;
 use crate::sandbox_id;
 use crate::self_metrics::RequestStats;
 use crate::shim_client::{ShimClient, ShimResponse};
+use server::Bounds;
+use web_config::WebConfig;
 
-/// Most connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 512;
-/// Time a client gets to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest life of one connection (keep-alive included), so clients that
 /// stop reading cannot hold connection slots; Prometheus simply reconnects.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// Aggregate `/metrics` responses in flight (collected, then streamed to
 /// their clients): each holds its per-request parts and one chunk.
 pub(crate) const CONCURRENT_METRICS: usize = 8;
+/// The probe listener's bounds: the kubelet opens one connection per probe.
+const PROBE_BOUNDS: Bounds = Bounds {
+    max_connections: 16,
+    max_per_ip: 16,
+    header_timeout: Duration::from_secs(3),
+    idle_timeout: Duration::from_secs(3),
+    lifetime: Duration::from_secs(30),
+    grace: Duration::from_secs(1),
+};
 
 /// Shared state of all handlers.
 pub struct App {
@@ -80,54 +93,101 @@ pub fn router(app: Arc<App>) -> Router {
     r.fallback(not_found).with_state(app)
 }
 
-/// Serves until the listener fails.
-pub async fn serve(listener: TcpListener, app: Arc<App>) -> std::io::Result<()> {
+/// Serves the main listener (and the probe listener, if any) until `stop`
+/// turns true, then lets in-flight responses finish within the grace
+/// period.
+pub async fn serve(
+    listener: TcpListener,
+    probe: Option<TcpListener>,
+    app: Arc<App>,
+    web: Option<Arc<WebConfig>>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let limits = &app.config.server;
     // Profiles proxied by the debug endpoints may stream for minutes.
     let lifetime = if app.config.enable_debug_proxy {
         CONNECTION_LIFETIME + debug::MAX_PROFILE
     } else {
         CONNECTION_LIFETIME
     };
-    serve_bounded(listener, app, MAX_CONNECTIONS, lifetime).await
+    let bounds = Bounds {
+        max_connections: limits.max_connections,
+        max_per_ip: limits.max_connections_per_ip,
+        header_timeout: limits.header_timeout,
+        idle_timeout: limits.idle_timeout,
+        lifetime,
+        grace: limits.shutdown_grace,
+    };
+    let main = server::serve(
+        listener,
+        service(app.clone(), web.clone()),
+        web,
+        bounds,
+        stop.clone(),
+    );
+    match probe {
+        None => main.await,
+        Some(probe) => {
+            let probes = server::serve(
+                probe,
+                probe_service(app),
+                None,
+                Bounds {
+                    grace: bounds.grace.min(PROBE_BOUNDS.grace),
+                    ..PROBE_BOUNDS
+                },
+                stop,
+            );
+            tokio::try_join!(main, probes).map(|_| ())
+        }
+    }
 }
 
-/// [`serve`] with the connection bounds given (the tests use small ones).
-async fn serve_bounded(
-    listener: TcpListener,
-    app: Arc<App>,
-    max_connections: usize,
-    lifetime: Duration,
-) -> std::io::Result<()> {
-    let router = router(app);
-    let permits = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let permit = match permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return Ok(()),
-        };
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(lifetime, conn).await {
-                Ok(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended with an error"),
-                Err(_) => tracing::debug!("HTTP connection closed at its maximum lifetime"),
-                Ok(Ok(())) => {}
-            }
-        });
+/// The response deadlines of `app`'s configuration.
+fn deadlines(app: &App) -> limits::Deadlines {
+    let normal = app.config.server.response_timeout;
+    limits::Deadlines {
+        normal,
+        debug: debug::MAX_PROFILE + app.shim.timeout + normal,
     }
+}
+
+/// Every endpoint behind the request gates: sizes, then the deadline, then
+/// basic auth (its wait inside the deadline).
+pub fn service(app: Arc<App>, web: Option<Arc<WebConfig>>) -> Router {
+    let deadlines = deadlines(&app);
+    let mut r = router(app);
+    if let Some(web) = web {
+        let gate = basic_auth::Gate {
+            web,
+            auth: Arc::new(basic_auth::BasicAuth::default()),
+        };
+        r = r.layer(axum::middleware::from_fn_with_state(
+            gate,
+            basic_auth::require,
+        ));
+    }
+    r.layer(axum::middleware::from_fn_with_state(
+        deadlines,
+        limits::deadline,
+    ))
+    .layer(axum::middleware::from_fn(limits::check_request))
+}
+
+/// `/healthz` and `/readyz` alone, for the probe listener: plain HTTP and
+/// no auth (the kubelet has no credentials); they tell nothing secret.
+fn probe_service(app: Arc<App>) -> Router {
+    let deadlines = deadlines(&app);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(
+            deadlines,
+            limits::deadline,
+        ))
+        .layer(axum::middleware::from_fn(limits::check_request))
 }
 
 pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response {
@@ -197,6 +257,8 @@ pub(crate) enum HttpError {
     InvalidSandbox(String),
     /// A valid id of no running sandbox.
     UnknownSandbox(String),
+    /// A query the endpoints cannot take (400), with why.
+    BadQuery(String),
     /// The shim failed to answer (502), with what happened.
     Shim(String),
     /// The agent failed (500).
@@ -218,6 +280,7 @@ impl IntoResponse for HttpError {
                 StatusCode::NOT_FOUND,
                 format!("sandbox {id} not found: it may be stopped or deleted (see /sandboxes)"),
             ),
+            HttpError::BadQuery(why) => (StatusCode::BAD_REQUEST, why),
             HttpError::Shim(what) => (StatusCode::BAD_GATEWAY, what),
             HttpError::Internal(what) => (StatusCode::INTERNAL_SERVER_ERROR, what),
         };
@@ -234,11 +297,21 @@ pub(crate) struct Params {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = QueryRejection;
+    type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(mut q) =
-            Query::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        let Query(mut q) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| HttpError::BadQuery(e.body_text()))?;
+        let prefixes = q
+            .get("filter_family")
+            .map_or(0, |v| v.split(',').filter(|p| !p.trim().is_empty()).count());
+        if prefixes > limits::MAX_FILTER_FAMILIES {
+            return Err(HttpError::BadQuery(format!(
+                "filter_family has {prefixes} prefixes; at most {} are taken",
+                limits::MAX_FILTER_FAMILIES
+            )));
+        }
         Ok(Params {
             sandbox: q.remove("sandbox"),
             filter_family: q.remove("filter_family"),

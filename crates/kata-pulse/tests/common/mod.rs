@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct Agent {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The `--probe-listen-address`, when started with one.
+    pub probe: Option<SocketAddr>,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -18,11 +20,27 @@ impl Agent {
     /// Starts the agent on a free port with the given extra arguments and
     /// waits until `/readyz` answers 200.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::spawn(args, false)
+    }
+
+    /// Like [`Agent::start`] with a `--probe-listen-address` too, whose
+    /// `/readyz` is waited for (the main port may be TLS and need auth).
+    pub fn start_probed(args: &[&str]) -> Agent {
+        Agent::spawn(args, true)
+    }
+
+    fn spawn(args: &[&str], probed: bool) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("agent.log");
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kata-pulse"))
+        let probe: Option<SocketAddr> =
+            probed.then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kata-pulse"));
+        if let Some(p) = probe {
+            cmd.arg("--probe-listen-address").arg(p.to_string());
+        }
+        let child = cmd
             .arg("--listen-address")
             .arg(addr.to_string())
             .args(args)
@@ -35,12 +53,13 @@ impl Agent {
         let agent = Agent {
             child,
             addr,
+            probe,
             log,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(r) = try_get(addr, "/readyz", &[]) {
+            if let Ok(r) = try_get(probe.unwrap_or(addr), "/readyz", &[]) {
                 if r.status == 200 {
                     return agent;
                 }
