@@ -19,13 +19,10 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let fds = protox::compile(PROTOS, [PROTO_DIR])?;
 
+    // Server stubs only serve fakes in tests; default stubs answer
+    // UNIMPLEMENTED. Client, server and transport are on by default.
     tonic_prost_build::configure()
-        .build_client(true)
-        // The server side only serves fakes in tests; default stubs answer
-        // UNIMPLEMENTED.
-        .build_server(true)
         .generate_default_stubs(true)
-        .build_transport(true)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -133,6 +133,18 @@ pub struct BlkioEntry {
     pub value: u64,
 }
 
+impl BlkioEntry {
+    fn new(major: u64, minor: u64, op: &str, device: &str, value: u64) -> Self {
+        Self {
+            major,
+            minor,
+            op: op.to_owned(),
+            device: device.to_owned(),
+            value,
+        }
+    }
+}
+
 /// Why a metric payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -251,13 +263,7 @@ pub fn from_v1(m: &v1::Metrics) -> ContainerStats {
             entries
                 .iter()
                 .filter(|e| !no_device(e.major, e.minor))
-                .map(|e| BlkioEntry {
-                    major: e.major,
-                    minor: e.minor,
-                    op: e.op.clone(),
-                    device: e.device.clone(),
-                    value: e.value,
-                })
+                .map(|e| BlkioEntry::new(e.major, e.minor, &e.op, &e.device, e.value))
                 .collect()
         };
         BlkioStats {
@@ -304,13 +310,7 @@ pub fn from_v2(m: &v2::Metrics) -> ContainerStats {
     let blkio = m.io.as_ref().map(|io| {
         let mut out = BlkioStats::default();
         for e in io.usage.iter().filter(|e| !no_device(e.major, e.minor)) {
-            let entry = |op: &str, value| BlkioEntry {
-                major: e.major,
-                minor: e.minor,
-                op: op.to_owned(),
-                device: String::new(),
-                value,
-            };
+            let entry = |op, value| BlkioEntry::new(e.major, e.minor, op, "", value);
             out.bytes.push(entry("Read", e.rbytes));
             out.bytes.push(entry("Write", e.wbytes));
             out.ios.push(entry("Read", e.rios));

@@ -533,16 +533,25 @@ mod tests {
         }
     }
 
-    fn job_of(r: &Reaction, a: &Alert, phase: Phase) -> Vec<(String, Result<Job, String>)> {
+    /// Runs `f` on the trigger of `a` for `r` (a trigger borrows the alert's
+    /// label map, which lives here).
+    fn with_trigger<T>(r: &Reaction, a: &Alert, phase: Phase, f: impl FnOnce(Trigger) -> T) -> T {
         let map = a.to_map();
-        Trigger {
+        f(Trigger {
             reaction: r,
             alert: a,
             map: &map,
             phase,
             receiver: "karo",
-        }
-        .jobs()
+        })
+    }
+
+    fn job_of(r: &Reaction, a: &Alert, phase: Phase) -> Vec<(String, Result<Job, String>)> {
+        with_trigger(r, a, phase, |t| t.jobs())
+    }
+
+    fn job_name(r: &Reaction, a: &Alert, phase: Phase, action: &str) -> String {
+        with_trigger(r, a, phase, |t| t.job_name(action))
     }
 
     #[test]
@@ -556,32 +565,16 @@ mod tests {
             }],
         );
         let a = alert("2026-12-01T10:00:00Z");
-        let map = a.to_map();
-        let t = Trigger {
-            reaction: &r,
-            alert: &a,
-            map: &map,
-            phase: Phase::Firing,
-            receiver: "",
-        };
-        let n1 = t.job_name("step.1");
-        assert_eq!(n1, t.job_name("step.1"));
+        let n1 = job_name(&r, &a, Phase::Firing, "step.1");
+        assert_eq!(n1, job_name(&r, &a, Phase::Firing, "step.1"));
         assert!(n1.starts_with("restart-web-pods-step-1-"), "{n1}");
         let later = alert("2026-12-01T11:00:00Z");
-        let map2 = later.to_map();
-        let t2 = Trigger {
-            reaction: &r,
-            alert: &later,
-            map: &map2,
-            phase: Phase::Firing,
-            receiver: "",
-        };
-        assert_ne!(n1, t2.job_name("step.1"), "a new episode is a new Job");
-        let t3 = Trigger {
-            phase: Phase::Resolved,
-            ..t
-        };
-        assert_ne!(n1, t3.job_name("step.1"));
+        assert_ne!(
+            n1,
+            job_name(&r, &later, Phase::Firing, "step.1"),
+            "a new episode is a new Job"
+        );
+        assert_ne!(n1, job_name(&r, &a, Phase::Resolved, "step.1"));
         let long = "x".repeat(200);
         for (owner, action) in [
             (long.as_str(), long.as_str()),
@@ -597,14 +590,7 @@ mod tests {
                     ..Default::default()
                 }],
             );
-            let t = Trigger {
-                reaction: &r,
-                alert: &a,
-                map: &map,
-                phase: Phase::Firing,
-                receiver: "",
-            };
-            let n = t.job_name(action);
+            let n = job_name(&r, &a, Phase::Firing, action);
             assert!(n.len() <= 63, "{n}");
             assert!(is_dns_label(&n), "{n}");
         }

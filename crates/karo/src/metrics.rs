@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -48,6 +48,13 @@ pub struct Metrics {
     registry: Registry,
 }
 
+/// Registers `metric` under `name` and hands back the caller's handle (the
+/// registry keeps a clone; both share one value).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -57,59 +64,60 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let alert_reactions = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let alert_reactions = register(
+            r,
             "alert_reactions",
             "Alerts that matched a reaction, by outcome (triggered, dry_run, deduplicated, cooldown, concurrency, suspended, error)",
-            alert_reactions.clone(),
+            Family::<ResultLabel, Counter>::default(),
         );
-        let jobs_created = Family::<NamespaceLabel, Counter>::default();
-        registry.register(
+        let jobs_created = register(
+            r,
             "jobs_created",
             "Jobs created, by namespace",
-            jobs_created.clone(),
+            Family::<NamespaceLabel, Counter>::default(),
         );
-        let webhook_requests = Family::<CodeLabel, Counter>::default();
-        registry.register(
+        let webhook_requests = register(
+            r,
             "webhook_requests",
             "Webhook requests, by HTTP status code",
-            webhook_requests.clone(),
+            Family::<CodeLabel, Counter>::default(),
         );
-        let errors = Family::<StageLabel, Counter>::default();
-        registry.register(
+        let errors = register(
+            r,
             "errors",
             "Errors, by stage (job_create, job_build, status_patch, list_jobs, delete_jobs, reconcile, event, auth_file)",
-            errors.clone(),
+            Family::<StageLabel, Counter>::default(),
         );
-        let alerts_received = Family::<StatusLabel, Counter>::default();
-        registry.register(
+        let alerts_received = register(
+            r,
             "alerts_received",
             "Alerts received in accepted notifications, by alert status",
-            alerts_received.clone(),
+            Family::<StatusLabel, Counter>::default(),
         );
-        let webhook_duration = Histogram::new(exponential_buckets(0.0005, 4.0, 9));
-        registry.register(
+        let webhook_duration = register(
+            r,
             "webhook_request_duration_seconds",
             "Time to answer a webhook request",
-            webhook_duration.clone(),
+            Histogram::new(exponential_buckets(0.0005, 4.0, 9)),
         );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 4.0, 9));
-        registry.register(
+        let reconcile_duration = register(
+            r,
             "reconcile_duration_seconds",
             "Time of one reconcile of an AlertReaction",
-            reconcile_duration.clone(),
+            Histogram::new(exponential_buckets(0.001, 4.0, 9)),
         );
-        let queue_depth = Gauge::default();
-        registry.register(
+        let queue_depth = register(
+            r,
             "queue_depth",
             "Notifications accepted and not yet processed",
-            queue_depth.clone(),
+            Gauge::default(),
         );
-        let leader = Gauge::default();
-        registry.register(
+        let leader = register(
+            r,
             "leader",
             "1 while this replica holds the leader lease (runs the controller)",
-            leader.clone(),
+            Gauge::default(),
         );
         Self {
             alert_reactions,

@@ -150,11 +150,10 @@ mod tests {
             "non-sandbox pods are not kept"
         );
 
-        // A new sandbox is labelled at once, not after the 30 s refresh.
-        let t = std::time::Instant::now();
+        // A new sandbox is labelled at once, not after the 30 s refresh
+        // (`eventually` gives up after 5 s).
         registry.insert(sandbox("s2"));
         assert!(eventually(|| registry.meta("s2").is_some()).await);
-        assert!(t.elapsed() < Duration::from_secs(3));
         task.abort();
         server.abort();
     }

@@ -57,9 +57,7 @@ fn discovery_add_and_remove() {
     // Removal: the shim stops and its folder goes; gone within 2 s.
     sims.rt.block_on(b.stop()).unwrap();
     let _ = std::fs::remove_dir_all(roots.rs.join(B));
-    let t = Instant::now();
     assert!(wait_until(Duration::from_secs(2), || sandboxes(&agent) == vec![A]));
-    assert!(t.elapsed() < Duration::from_secs(2));
 
     // Folders that are not sandboxes never show up.
     std::fs::create_dir_all(roots.rs.join("firecracker/jail")).unwrap();

@@ -86,16 +86,10 @@ fn kata_monitor_functional_scenario() {
     assert_eq!(v[0]["uid"], uid.as_str());
 
     // Tear the kata pod down as Kata would: shim gone, folder gone, pod removed.
-    let t = Instant::now();
     sims.rt.block_on(shim.stop()).unwrap();
     let _ = std::fs::remove_dir_all(roots.go.join(&kata_id));
     ctd.remove_pod(&kata_id).expect("remove pod");
     assert!(wait_until(Duration::from_secs(2), || ids(&agent).is_empty()));
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t.elapsed()
-    );
     ctd.remove_pod(&runc_id).expect("remove runc pod");
 }
 

@@ -26,9 +26,6 @@ pub mod runtime;
 pub mod shim;
 mod template;
 
-#[cfg(test)]
-mod testutil;
-
 pub use cri::CriOptions;
 pub use event::Event;
 pub use fault::{Fault, FaultSpec, SandboxSelector, Truncation};

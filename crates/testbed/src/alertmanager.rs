@@ -29,7 +29,6 @@
 //!   retried after a 503" is `requests_failed >= 1`, and `notifications_failed`
 //!   usually stays 0.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +37,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::http::{http_get, http_post};
-use crate::util::{free_port, require_program, wait_until, Daemon};
+use crate::util::{daemon_handle, require_program, wait_until, Daemon};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -274,67 +273,33 @@ impl AlertmanagerBuilder {
     /// Writes the config, then starts Alertmanager on a free loopback port
     /// with clustering disabled, and waits until it reports ready.
     pub fn start(self) -> Result<Alertmanager> {
-        // The port from `free_port` may be taken before Alertmanager binds
-        // it; then try another one.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.start_once() {
-                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
-                    continue
-                }
-                r => return r,
-            }
-        }
-    }
-
-    fn start_once(&self) -> Result<Alertmanager> {
         let bin = require_program("prometheus-alertmanager", "prometheus-alertmanager")
             .or_else(|_| require_program("alertmanager", "prometheus-alertmanager"))?;
-        let dir = tempfile::Builder::new()
-            .prefix("kp-alertmanager-")
-            .tempdir()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(&config, serde_json::to_string_pretty(&self.config())?)?;
-        let data = dir.path().join("data");
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", data.display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg(format!("--web.external-url=http://{addr}"))
-            // Empty disables clustering; otherwise it listens on
-            // 0.0.0.0:9094 and tries to gossip with peers.
-            .arg("--cluster.listen-address=")
-            .args(&self.args)
-            .current_dir(dir.path());
-        let daemon = Daemon::spawn(
-            "Alertmanager",
-            &mut cmd,
-            addr,
-            config,
-            dir,
-            self.ready_timeout,
-        )?;
+        let daemon = Daemon::start("Alertmanager", self.ready_timeout, |dir, addr| {
+            let config = dir.join("alertmanager.yml");
+            std::fs::write(&config, serde_json::to_string_pretty(&self.config())?)?;
+            let mut cmd = Command::new(&bin);
+            cmd.arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg(format!("--web.external-url=http://{addr}"))
+                // Empty disables clustering; otherwise it listens on
+                // 0.0.0.0:9094 and tries to gossip with peers.
+                .arg("--cluster.listen-address=")
+                .args(&self.args);
+            Ok((config, cmd))
+        })?;
         Ok(Alertmanager { daemon })
     }
 }
 
-/// A running Alertmanager with its own config and storage in a temporary
-/// folder. It is killed and the folder removed on drop.
-/// Its `url()` is also its `--web.external-url`, so payloads carry it as
-/// `externalURL`.
-pub struct Alertmanager {
-    daemon: Daemon,
-}
-
-impl std::ops::Deref for Alertmanager {
-    type Target = Daemon;
-
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
+daemon_handle!(
+    /// A running Alertmanager with its own config and storage in a temporary
+    /// folder. It is killed and the folder removed on drop.
+    /// Its `url()` is also its `--web.external-url`, so payloads carry it as
+    /// `externalURL`.
+    Alertmanager
+);
 
 impl Alertmanager {
     /// Starts Alertmanager delivering to `webhook_url` with the defaults of

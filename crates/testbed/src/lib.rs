@@ -2,8 +2,10 @@
 //! Prometheus and a real Alertmanager, run as private processes on the test
 //! machine.
 //!
-//! Everything is blocking (std) so tests stay simple; every wait has a
-//! timeout and errors carry the tail of the component's log. Each component
+//! Everything is blocking (std) so tests stay simple, except the client of
+//! shim sockets ([`shim_get`]), whose simulated peers share the test's tokio
+//! runtime. Every wait for a component has a timeout and errors carry the
+//! tail of its log. Each component
 //! lives in its own temporary folder and is cleaned up on drop, also when a
 //! test panics; the machine's own containerd and its `/run/containerd`,
 //! `/var/lib/containerd`, `/run/vc` and `/run/kata` are never touched.
@@ -19,10 +21,12 @@
 mod alertmanager;
 mod containerd;
 mod cri;
+mod exposition;
 mod fake;
 mod http;
 mod image;
 mod prometheus;
+mod shim_http;
 mod util;
 
 pub use alertmanager::{
@@ -30,6 +34,7 @@ pub use alertmanager::{
 };
 pub use containerd::{host_network_pod, Containerd, CRI_NAMESPACE};
 pub use cri::{with_cri, with_cri_channel, CriClient, CriImageClient};
+pub use exposition::{check_exposition, StrictExposition};
 pub use fake::FakeBody;
 pub use http::{http_get, http_get_with, http_post, http_post_with, url_encode, HttpResponse};
 pub use image::{
@@ -38,6 +43,7 @@ pub use image::{
 pub use prometheus::{
     promtool_check_metrics, promtool_check_rules, vector_samples, Prometheus, PrometheusBuilder,
 };
+pub use shim_http::{shim_get, shim_get_request, shim_raw, shim_request, RawReply};
 pub use util::{
     file_tail, find_program, free_port, target_dir, wait_until, workspace_bin, ChildGuard, Daemon,
     BIN_DIR_ENV, KEEP_ENV, VERBOSE_ENV,

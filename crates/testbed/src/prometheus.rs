@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::http::{http_get, url_encode};
-use crate::util::{free_port, require_program, wait_until, Daemon};
+use crate::util::{daemon_handle, require_program, wait_until, Daemon};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -124,60 +124,29 @@ impl PrometheusBuilder {
     /// Writes the config, starts Prometheus on a free loopback port and
     /// waits until it reports ready.
     pub fn start(self) -> Result<Prometheus> {
-        // The port from `free_port` may be taken before Prometheus binds it;
-        // then try another one.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.start_once() {
-                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
-                    continue
-                }
-                r => return r,
-            }
-        }
-    }
-
-    fn start_once(&self) -> Result<Prometheus> {
         let bin = require_program("prometheus", "prometheus")?;
-        let dir = tempfile::Builder::new()
-            .prefix("kp-prometheus-")
-            .tempdir()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, self.config_yaml(addr)?)?;
-        let data = dir.path().join("data");
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .args(&self.args)
-            .current_dir(dir.path());
-        let daemon = Daemon::spawn(
-            "Prometheus",
-            &mut cmd,
-            addr,
-            config,
-            dir,
-            self.ready_timeout,
-        )?;
+        let daemon = Daemon::start("Prometheus", self.ready_timeout, |dir, addr| {
+            let config = dir.join("prometheus.yml");
+            std::fs::write(&config, self.config_yaml(addr)?)?;
+            let mut cmd = Command::new(&bin);
+            cmd.arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .args(&self.args);
+            Ok((config, cmd))
+        })?;
         Ok(Prometheus { daemon })
     }
 }
 
-/// A running Prometheus with its own config and storage in a temporary
-/// folder; killed and removed on drop.
-pub struct Prometheus {
-    daemon: Daemon,
-}
-
-impl std::ops::Deref for Prometheus {
-    type Target = Daemon;
-
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
+daemon_handle!(
+    /// A running Prometheus with its own config and storage in a temporary
+    /// folder; killed and removed on drop.
+    Prometheus
+);
 
 impl Prometheus {
     /// Starts Prometheus with `scrape_configs_yaml` (items of the

@@ -77,9 +77,45 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts server `name` on a free loopback port in a fresh temporary
+    /// folder: `setup` gets the folder and the address, writes the config
+    /// and returns its path with the command to run. The port from
+    /// [`free_port`] may be taken before the server binds it; then it is
+    /// tried again on another port.
+    pub(crate) fn start(
+        name: &'static str,
+        ready_timeout: Duration,
+        setup: impl Fn(&Path, std::net::SocketAddr) -> Result<(PathBuf, Command)>,
+    ) -> Result<Daemon> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Daemon::start_once(name, ready_timeout, &setup) {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    continue
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn start_once(
+        name: &'static str,
+        ready_timeout: Duration,
+        setup: &impl Fn(&Path, std::net::SocketAddr) -> Result<(PathBuf, Command)>,
+    ) -> Result<Daemon> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kp-{}-", name.to_lowercase()))
+            .tempdir()?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let (config, mut cmd) = setup(dir.path(), addr)?;
+        cmd.current_dir(dir.path());
+        Daemon::spawn(name, &mut cmd, addr, config, dir, ready_timeout)
+    }
+
     /// Runs `cmd` (its output to `<name>.log` in `dir`) and waits until
     /// `<addr>/-/ready` answers 200.
-    pub(crate) fn spawn(
+    fn spawn(
         name: &'static str,
         cmd: &mut Command,
         addr: std::net::SocketAddr,
@@ -137,6 +173,26 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Declares a handle to a running [`Daemon`] that derefs to it, so each
+/// server adds only its own API.
+macro_rules! daemon_handle {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name {
+            daemon: $crate::util::Daemon,
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = $crate::util::Daemon;
+
+            fn deref(&self) -> &$crate::util::Daemon {
+                &self.daemon
+            }
+        }
+    };
+}
+pub(crate) use daemon_handle;
 
 /// Waits until `url` answers 200 while `child` runs; the error names
 /// `what` and ends with the last lines of its log.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::testutil::check_prom;
+use testbed::check_exposition;
 
 fn renders(flavour: Flavour, seed: u64, n: usize) -> Vec<(f64, String)> {
     let mut m = MetricsModel::new(flavour, seed, 1_787_368_800.0);
@@ -37,7 +37,7 @@ fn output_is_valid_and_counters_monotonic() {
         let rs = renders(flavour, 42, 50);
         let parsed: Vec<_> = rs
             .iter()
-            .map(|(_, text)| check_prom(text).unwrap_or_else(|e| panic!("{flavour}: {e:#}")))
+            .map(|(_, text)| check_exposition(text).unwrap_or_else(|e| panic!("{flavour}: {e:#}")))
             .collect();
         let tpl = template(flavour);
         assert_eq!(parsed[0].types.len(), tpl.families.len());
@@ -71,7 +71,7 @@ fn cpu_time_bounded_by_wall_time() {
         let rs = renders(flavour, 7, 50);
         let parsed: Vec<(f64, std::collections::BTreeMap<String, f64>)> = rs
             .iter()
-            .map(|(t, text)| (*t, check_prom(text).unwrap().values))
+            .map(|(t, text)| (*t, check_exposition(text).unwrap().values))
             .collect();
         let get = |v: &std::collections::BTreeMap<String, f64>, cpu: &str, item: &str| -> f64 {
             v[&format!("kata_guest_cpu_time{{cpu=\"{cpu}\",item=\"{item}\"}}")]
@@ -118,7 +118,7 @@ fn cpu_time_bounded_by_wall_time() {
 fn memory_identities_hold() {
     for flavour in [Flavour::Go, Flavour::RuntimeRs] {
         for (_, text) in renders(flavour, 3, 50) {
-            let p = check_prom(&text).unwrap();
+            let p = check_exposition(&text).unwrap();
             let mem = |item: &str| p.values[&format!("kata_guest_meminfo{{item=\"{item}\"}}")];
             let total = mem("mem_total");
             assert!(mem("mem_free") > 0.0 && mem("mem_free") < total);
@@ -172,7 +172,7 @@ fn memory_identities_hold() {
 #[test]
 fn network_views_agree() {
     for (_, text) in renders(Flavour::Go, 11, 30) {
-        let p = check_prom(&text).unwrap();
+        let p = check_exposition(&text).unwrap();
         let hv = |i: &str, item: &str| {
             p.values[&format!("kata_hypervisor_netdev{{interface=\"{i}\",item=\"{item}\"}}")]
         };
@@ -192,7 +192,7 @@ fn scrape_counters_and_overhead() {
     let mut m = MetricsModel::new(Flavour::Go, 5, 1.7e9);
     for k in 0..5u64 {
         let text = m.render(Duration::from_secs(10 * k));
-        let p = check_prom(&text).unwrap();
+        let p = check_exposition(&text).unwrap();
         let scrapes = p.values["kata_agent_scrape_count"];
         assert_eq!(scrapes, 12.0 + k as f64);
         let rpc = p.values
@@ -211,7 +211,7 @@ fn scrape_counters_and_overhead() {
     }
     let mut rs = MetricsModel::new(Flavour::RuntimeRs, 5, 1.7e9);
     for k in 0..3u64 {
-        let p = check_prom(&rs.render(Duration::from_secs(k))).unwrap();
+        let p = check_exposition(&rs.render(Duration::from_secs(k))).unwrap();
         assert_eq!(p.values["kata_hypervisor_scrape_count"], 12.0 + k as f64);
     }
 }

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::*;
-use crate::testutil::get;
+use testbed::shim_get;
 
 fn opts(dir: &tempfile::TempDir, go: usize, rs: usize) -> NodeOptions {
     NodeOptions {
@@ -50,7 +50,7 @@ async fn start_add_remove() {
         assert_eq!(s.layout, want);
         assert_eq!(s.dir, node.inner.root(want).join(&s.id));
         assert_eq!(s.socket, s.dir.join("shim-monitor.sock"));
-        assert_eq!(get(&s.socket, "/metrics").await.unwrap().status, 200);
+        assert_eq!(shim_get(&s.socket, "/metrics").await.unwrap().status, 200);
     }
     let events = drain(&mut rx);
     assert_eq!(events.len(), 6);
@@ -96,13 +96,23 @@ async fn faults_by_index_and_id() {
     let l = node.list().await;
     assert!(l[0].dir.is_dir() && !l[0].socket.exists());
     assert_eq!(l[0].fault, Fault::MissingSocket);
-    assert_eq!(get(&l[2].socket, "/metrics").await.unwrap().status, 500);
+    assert_eq!(
+        shim_get(&l[2].socket, "/metrics").await.unwrap().status,
+        500
+    );
     // Runtime flips.
     node.set_fault(&l[1].id, Fault::Hang).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_millis(300), get(&l[1].socket, "/metrics")).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(300),
+        shim_get(&l[1].socket, "/metrics"),
+    )
+    .await;
     assert!(r.is_err());
     node.set_fault(&l[0].id, Fault::None).await.unwrap();
-    assert_eq!(get(&l[0].socket, "/metrics").await.unwrap().status, 200);
+    assert_eq!(
+        shim_get(&l[0].socket, "/metrics").await.unwrap().status,
+        200
+    );
     assert_eq!(node.shim_counters(&l[0].id).await, Some((1, 1)));
     assert_eq!(
         node.resolve(&SandboxSelector::Index(2)).await.as_deref(),
@@ -124,7 +134,8 @@ async fn faults_by_index_and_id() {
     assert!(Node::start(bad).await.is_err());
 }
 
-#[tokio::test]
+/// On paused time: churn is paced by tokio timers, so the 800 ms pass at once.
+#[tokio::test(start_paused = true)]
 async fn churn_keeps_count_and_layouts() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(&dir, 2, 2);

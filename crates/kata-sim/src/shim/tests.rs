@@ -1,9 +1,11 @@
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::*;
 use crate::fault::Truncation;
-use crate::testutil::{check_prom, get, get_req, raw, request};
+use testbed::{check_exposition, shim_get, shim_get_request, shim_raw, shim_request, RawReply};
 
 fn sock_in(dir: &tempfile::TempDir, id: &str) -> PathBuf {
     dir.path().join(id).join(crate::SOCKET_NAME)
@@ -25,19 +27,21 @@ fn head_of(raw: &[u8]) -> String {
 #[tokio::test]
 async fn go_metrics_are_chunked_with_go_headers() {
     let (_d, h) = start(Flavour::Go, Fault::None, false).await;
-    let r = get(h.socket_path(), "/metrics").await.unwrap();
+    let r = shim_get(h.socket_path(), "/metrics").await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert_eq!(r.header("content-length"), None);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
-    check_prom(&r.text()).unwrap();
+    check_exposition(&r.text()).unwrap();
     // Any method works on the Go mux.
-    let r = request(h.socket_path(), "POST", "/metrics").await.unwrap();
+    let r = shim_request(h.socket_path(), "POST", "/metrics")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     // On the wire: canonical header names and 2 KiB chunks, like net/http.
-    let (bytes, _) = raw(
+    let RawReply { bytes, .. } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_millis(500),
     )
     .await
@@ -57,7 +61,7 @@ async fn go_metrics_are_chunked_with_go_headers() {
 #[tokio::test]
 async fn rs_metrics_have_content_length_and_no_type() {
     let (_d, h) = start(Flavour::RuntimeRs, Fault::None, false).await;
-    let r = get(h.socket_path(), "/metrics").await.unwrap();
+    let r = shim_get(h.socket_path(), "/metrics").await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("transfer-encoding"), None);
     assert_eq!(
@@ -66,18 +70,23 @@ async fn rs_metrics_have_content_length_and_no_type() {
         Some(r.body.len())
     );
     assert_eq!(r.header("content-type"), None);
-    let p = check_prom(&r.text()).unwrap();
+    let p = check_exposition(&r.text()).unwrap();
     assert!(p.types.contains_key("kata_hypervisor_vcpu"));
     // Query strings are ignored, the method is not.
     assert_eq!(
-        get(h.socket_path(), "/metrics?x=1").await.unwrap().status,
+        shim_get(h.socket_path(), "/metrics?x=1")
+            .await
+            .unwrap()
+            .status,
         200
     );
-    let r = request(h.socket_path(), "POST", "/metrics").await.unwrap();
+    let r = shim_request(h.socket_path(), "POST", "/metrics")
+        .await
+        .unwrap();
     assert_eq!((r.status, r.text().as_str()), (404, "URL NOT FOUND"));
-    let (bytes, _) = raw(
+    let RawReply { bytes, .. } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_millis(300),
     )
     .await
@@ -90,17 +99,17 @@ async fn rs_metrics_have_content_length_and_no_type() {
 async fn not_found_bodies() {
     let (_d, go) = start(Flavour::Go, Fault::None, false).await;
     for path in ["/nope", "/metrics/", "/debug/pprof/", "/debug/vars", "/"] {
-        let r = get(go.socket_path(), path).await.unwrap();
+        let r = shim_get(go.socket_path(), path).await.unwrap();
         assert_eq!(r.status, 404, "{path}");
         assert_eq!(r.text(), "404 page not found\n");
         assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     }
-    let r = get(go.socket_path(), "//metrics").await.unwrap();
+    let r = shim_get(go.socket_path(), "//metrics").await.unwrap();
     assert_eq!((r.status, r.header("location")), (301, Some("/metrics")));
     let (_d2, rs) = start(Flavour::RuntimeRs, Fault::None, true).await;
     for path in ["/nope", "/metrics/", "/debug/pprof/", "/debug/vars", "/"] {
-        let r = get(rs.socket_path(), path).await.unwrap();
+        let r = shim_get(rs.socket_path(), path).await.unwrap();
         assert_eq!(
             (r.status, r.text().as_str()),
             (404, "URL NOT FOUND"),
@@ -113,7 +122,7 @@ async fn not_found_bodies() {
 #[tokio::test]
 async fn agent_url_formats() {
     let (_d, go) = start(Flavour::Go, Fault::None, false).await;
-    let r = get(go.socket_path(), "/agent-url").await.unwrap();
+    let r = shim_get(go.socket_path(), "/agent-url").await.unwrap();
     let body = r.text();
     let cid = body
         .strip_prefix("vsock://")
@@ -122,65 +131,69 @@ async fn agent_url_formats() {
     assert!(cid.parse::<u32>().unwrap() >= 3);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     let (_d2, rs) = start(Flavour::RuntimeRs, Fault::None, false).await;
-    let r = get(rs.socket_path(), "/agent-url").await.unwrap();
+    let r = shim_get(rs.socket_path(), "/agent-url").await.unwrap();
     let dir = rs.socket_path().parent().unwrap().display().to_string();
     assert_eq!(r.text(), format!("hvsock://{dir}/root/kata.hvsock:1024"));
     assert_eq!(r.header("content-type"), None);
-    let r = request(rs.socket_path(), "PUT", "/agent-url")
+    let r = shim_request(rs.socket_path(), "PUT", "/agent-url")
         .await
         .unwrap();
     assert_eq!(r.status, 404);
 }
 
-#[tokio::test]
+/// On paused time: the profile waits are tokio timers, so they pass at once
+/// and take exactly what they ask for.
+#[tokio::test(start_paused = true)]
 async fn pprof_when_enabled() {
     let (_d, h) = start(Flavour::Go, Fault::None, true).await;
     let s = h.socket_path();
-    let r = get(s, "/debug/pprof/").await.unwrap();
+    let r = shim_get(s, "/debug/pprof/").await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let html = r.text();
     assert!(html.contains("<a href='heap?debug=1'>"), "{html}");
     assert!(html.contains("<a href=\"goroutine?debug=2\">"), "{html}");
-    let r = get(s, "/debug/pprof?debug=1").await.unwrap();
+    let r = shim_get(s, "/debug/pprof?debug=1").await.unwrap();
     assert_eq!(
         (r.status, r.header("location")),
         (301, Some("/debug/pprof/?debug=1"))
     );
-    let r = get(s, "/debug/vars").await.unwrap();
+    let r = shim_get(s, "/debug/vars").await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert!(v["memstats"]["Alloc"].as_u64().unwrap() > 0);
     assert_eq!(
         r.header("content-type"),
         Some("application/json; charset=utf-8")
     );
-    let r = get(s, "/debug/pprof/cmdline").await.unwrap();
+    let r = shim_get(s, "/debug/pprof/cmdline").await.unwrap();
     assert!(r.text().contains("containerd-shim-kata-v2\0"));
-    let r = get(s, "/debug/pprof/heap?debug=1").await.unwrap();
+    let r = shim_get(s, "/debug/pprof/heap?debug=1").await.unwrap();
     assert!(r.text().starts_with("heap profile"));
-    let r = get(s, "/debug/pprof/goroutine?debug=2").await.unwrap();
+    let r = shim_get(s, "/debug/pprof/goroutine?debug=2").await.unwrap();
     assert!(r.text().starts_with("goroutine 1 ["));
-    let r = get(s, "/debug/pprof/heap").await.unwrap();
+    let r = shim_get(s, "/debug/pprof/heap").await.unwrap();
     assert_eq!(
         r.header("content-disposition"),
         Some("attachment; filename=\"heap\"")
     );
     assert_eq!(&r.body[..2], &[0x1f, 0x8b]);
-    let r = get(s, "/debug/pprof/nothing").await.unwrap();
+    let r = shim_get(s, "/debug/pprof/nothing").await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (404, "Unknown profile\n"));
     let t0 = Instant::now();
-    let r = get(s, "/debug/pprof/profile?seconds=1").await.unwrap();
-    assert!(t0.elapsed() >= Duration::from_secs(1));
+    let r = shim_get(s, "/debug/pprof/profile?seconds=1").await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert_eq!(
         r.header("content-disposition"),
         Some("attachment; filename=\"profile\"")
     );
     let t0 = Instant::now();
-    let r = get(s, "/debug/pprof/trace?seconds=0.2").await.unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(200));
+    let r = shim_get(s, "/debug/pprof/trace?seconds=0.2").await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_millis(200));
     assert!(r.body.starts_with(b"go 1."));
-    let r = request(s, "POST", "/debug/pprof/symbol").await.unwrap();
+    let r = shim_request(s, "POST", "/debug/pprof/symbol")
+        .await
+        .unwrap();
     assert!(r.text().starts_with("num_symbols: 1\n"));
 }
 
@@ -211,12 +224,12 @@ async fn bad_requests_do_not_break_the_server() {
             "\x00\x01\x02",
             "GET /metrics HTTP/9.9\r\n\r\n",
         ] {
-            let _ = raw(h.socket_path(), junk, Duration::from_millis(200)).await;
+            let _ = shim_raw(h.socket_path(), junk, Duration::from_millis(200)).await;
         }
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let p = h.socket_path().to_path_buf();
-            tasks.push(tokio::spawn(async move { get(&p, "/metrics").await }));
+            tasks.push(tokio::spawn(async move { shim_get(&p, "/metrics").await }));
         }
         for t in tasks {
             assert_eq!(t.await.unwrap().unwrap().status, 200);
@@ -224,21 +237,21 @@ async fn bad_requests_do_not_break_the_server() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fault_slow() {
     let (_d, h) = start(Flavour::Go, Fault::Slow(Duration::from_millis(300)), false).await;
     let t0 = Instant::now();
-    let r = get(h.socket_path(), "/agent-url").await.unwrap();
+    let r = shim_get(h.socket_path(), "/agent-url").await.unwrap();
     assert_eq!(r.status, 200);
-    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert_eq!(t0.elapsed(), Duration::from_millis(300));
 }
 
 #[tokio::test]
 async fn fault_hang_reads_request_and_never_answers() {
     let (_d, h) = start(Flavour::RuntimeRs, Fault::Hang, false).await;
-    let (bytes, eof) = raw(
+    let RawReply { bytes, eof } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_millis(400),
     )
     .await
@@ -247,19 +260,25 @@ async fn fault_hang_reads_request_and_never_answers() {
     assert_eq!(h.requests(), 1, "the request was read");
     // Flip back: new connections are served.
     h.set_fault(Fault::None).await.unwrap();
-    assert_eq!(get(h.socket_path(), "/metrics").await.unwrap().status, 200);
+    assert_eq!(
+        shim_get(h.socket_path(), "/metrics").await.unwrap().status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn fault_garbage() {
     for flavour in [Flavour::Go, Flavour::RuntimeRs] {
         let (_d, h) = start(flavour, Fault::Garbage, false).await;
-        let r = get(h.socket_path(), "/metrics").await.unwrap();
+        let r = shim_get(h.socket_path(), "/metrics").await.unwrap();
         assert_eq!(r.status, 200);
-        assert!(check_prom(&r.text()).is_err());
+        assert!(check_exposition(&r.text()).is_err());
         // Other endpoints are unaffected.
         assert_eq!(
-            get(h.socket_path(), "/agent-url").await.unwrap().status,
+            shim_get(h.socket_path(), "/agent-url")
+                .await
+                .unwrap()
+                .status,
             200
         );
     }
@@ -268,10 +287,10 @@ async fn fault_garbage() {
 #[tokio::test]
 async fn fault_truncated_go_cuts_mid_chunk() {
     let (_d, h) = start(Flavour::Go, Fault::Truncated(Truncation::Auto), false).await;
-    assert!(get(h.socket_path(), "/metrics").await.is_err());
-    let (bytes, eof) = raw(
+    assert!(shim_get(h.socket_path(), "/metrics").await.is_err());
+    let RawReply { bytes, eof } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_secs(2),
     )
     .await
@@ -285,7 +304,10 @@ async fn fault_truncated_go_cuts_mid_chunk() {
     assert!(bytes.len() - (last + 7) < 2048);
     // Non-metrics requests on such a shim still work.
     assert_eq!(
-        get(h.socket_path(), "/agent-url").await.unwrap().status,
+        shim_get(h.socket_path(), "/agent-url")
+            .await
+            .unwrap()
+            .status,
         200
     );
 }
@@ -298,10 +320,10 @@ async fn fault_truncated_rs_short_content_length() {
         false,
     )
     .await;
-    assert!(get(h.socket_path(), "/metrics").await.is_err());
-    let (bytes, eof) = raw(
+    assert!(shim_get(h.socket_path(), "/metrics").await.is_err());
+    let RawReply { bytes, eof } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_secs(2),
     )
     .await
@@ -320,9 +342,9 @@ async fn fault_truncated_rs_short_content_length() {
     h.set_fault(Fault::Truncated(Truncation::Chunked))
         .await
         .unwrap();
-    let (bytes, eof) = raw(
+    let RawReply { bytes, eof } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_secs(2),
     )
     .await
@@ -333,9 +355,9 @@ async fn fault_truncated_rs_short_content_length() {
 #[tokio::test]
 async fn fault_endless() {
     let (_d, h) = start(Flavour::RuntimeRs, Fault::Endless, false).await;
-    let (bytes, eof) = raw(
+    let RawReply { bytes, eof } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_millis(700),
     )
     .await
@@ -343,8 +365,11 @@ async fn fault_endless() {
     assert!(!eof);
     assert!(bytes.len() > 40_000, "{}", bytes.len());
     assert!(String::from_utf8_lossy(&bytes).contains("transfer-encoding: chunked"));
-    let r =
-        tokio::time::timeout(Duration::from_millis(300), get(h.socket_path(), "/metrics")).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(300),
+        shim_get(h.socket_path(), "/metrics"),
+    )
+    .await;
     assert!(r.is_err(), "a client never sees the end");
 }
 
@@ -352,9 +377,9 @@ async fn fault_endless() {
 async fn fault_huge() {
     for flavour in [Flavour::Go, Flavour::RuntimeRs] {
         let (_d, h) = start(flavour, Fault::Huge(4 << 20), false).await;
-        let r = get(h.socket_path(), "/metrics").await.unwrap();
+        let r = shim_get(h.socket_path(), "/metrics").await.unwrap();
         assert!(r.body.len() >= 4 << 20);
-        check_prom(&r.text()).unwrap();
+        check_exposition(&r.text()).unwrap();
         match flavour {
             Flavour::Go => assert_eq!(r.header("transfer-encoding"), Some("chunked")),
             Flavour::RuntimeRs => assert_eq!(
@@ -368,7 +393,7 @@ async fn fault_huge() {
 #[tokio::test]
 async fn fault_http500() {
     let (_d, h) = start(Flavour::Go, Fault::Http500, false).await;
-    let r = get(h.socket_path(), "/metrics").await.unwrap();
+    let r = shim_get(h.socket_path(), "/metrics").await.unwrap();
     assert_eq!(r.status, 500);
     assert!(r.text().contains("simulated shim failure"));
 }
@@ -386,7 +411,7 @@ async fn fault_socket_states() {
     let e = UnixStream::connect(&path).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     h.set_fault(Fault::None).await.unwrap();
-    assert_eq!(get(&path, "/metrics").await.unwrap().status, 200);
+    assert_eq!(shim_get(&path, "/metrics").await.unwrap().status, 200);
     // Taking the socket away closes kept-alive connections too.
     h.set_fault(Fault::MissingSocket).await.unwrap();
     assert!(!path.exists());
@@ -398,15 +423,15 @@ async fn fault_socket_states() {
 async fn fault_accept_close() {
     let (_d, h) = start(Flavour::RuntimeRs, Fault::None, false).await;
     h.set_fault(Fault::AcceptClose).await.unwrap();
-    let (bytes, eof) = raw(
+    let RawReply { bytes, eof } = shim_raw(
         h.socket_path(),
-        &get_req("/metrics"),
+        &shim_get_request("/metrics"),
         Duration::from_secs(1),
     )
     .await
     .unwrap();
     assert!(bytes.is_empty() && eof);
-    assert!(get(h.socket_path(), "/metrics").await.is_err());
+    assert!(shim_get(h.socket_path(), "/metrics").await.is_err());
     assert_eq!(h.fault(), Fault::AcceptClose);
 }
 
@@ -414,11 +439,18 @@ async fn fault_accept_close() {
 async fn stop_ends_hung_connections() {
     let (_d, h) = start(Flavour::Go, Fault::Hang, false).await;
     let p = h.socket_path().to_path_buf();
-    let pending =
-        tokio::spawn(async move { raw(&p, &get_req("/metrics"), Duration::from_secs(5)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pending = tokio::spawn(async move {
+        shim_raw(&p, &shim_get_request("/metrics"), Duration::from_secs(5)).await
+    });
+    // Stop only once the shim holds the connection (it has read the request).
+    for _ in 0..500 {
+        if h.requests() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     h.stop().await.unwrap();
-    let (bytes, eof) = pending.await.unwrap().unwrap();
+    let RawReply { bytes, eof } = pending.await.unwrap().unwrap();
     assert!(
         bytes.is_empty() && eof,
         "stopping closes the hung connection"
