@@ -135,6 +135,7 @@ The flags that decide ports and mounts can only be set through config.
   (printf "--shim-concurrency=%d" (int64 $c.shimConcurrency))
   (printf "--kata-metrics=%t" $c.kataMetrics)
   (printf "--cadvisor-metrics=%t" $c.cadvisorMetrics)
+  (printf "--container-stats=%s" (toString $c.containerStats))
 }}
 {{- if $c.enableDebugProxy }}
 {{- $args = append $args "--enable-debug-proxy" }}
