@@ -520,6 +520,7 @@ FLAG_OF = {
     "shimConcurrency": "--shim-concurrency",
     "kataMetrics": "--kata-metrics",
     "cadvisorMetrics": "--cadvisor-metrics",
+    "containerStats": "--container-stats",
     "enableDebugProxy": "--enable-debug-proxy",
     "probeListenAddress": "--probe-listen-address",
     "shutdownGracePeriod": "--shutdown-grace-period",
@@ -540,6 +541,7 @@ NON_DEFAULT_CONFIG = {
     "shimConcurrency": 8,
     "kataMetrics": False,
     "cadvisorMetrics": False,
+    "containerStats": "cri",
     "enableDebugProxy": True,
     "probeListenAddress": "",
     "shutdownGracePeriod": "2s",
@@ -566,6 +568,7 @@ def test_every_config_value_maps_to_its_flag(chart):
         "--cadvisor-metrics": "true",
         "--shutdown-grace-period": "5s",
         "--probe-listen-address": "0.0.0.0:8091",
+        "--container-stats": "auto",
     }
     a = args_of(render(chart, {"config": NON_DEFAULT_CONFIG}))
     assert a == {
@@ -583,6 +586,7 @@ def test_every_config_value_maps_to_its_flag(chart):
         "--kata-metrics": "false",
         "--cadvisor-metrics": "false",
         "--shutdown-grace-period": "2s",
+        "--container-stats": "cri",
         "--enable-debug-proxy": None,
     }
 
@@ -956,13 +960,33 @@ def _docs_kubelet_rule():
     return values["kubelet"]["serviceMonitor"]["cAdvisorMetricRelabelings"]
 
 
+_SYSTEMD_POD = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice"
+# The kubelet's cAdvisor rows (container, id, image, name, node, pod, value)
+# on a node of each kind: "node-a" mixes runc pods and Kata pods of the Go
+# runtime with the cgroupfs driver (sandbox cgroup kata_<id>); "kata-pool-1"
+# runs only Kata pods under the systemd driver, where the sandbox cgroup is
+# the scope containerd asked for, shaped as a runc pause container's.
+KUBELET_ROWS = {
+    "pod (cgroupfs)": ("", "/kubepods/burstable/podu1", "", "", "node-a", "web", "4e8"),
+    "kata sandbox (Go, cgroupfs)": ("", "/kubepods/burstable/podu1/kata_" + "ab" * 32, "pause", "ab" * 32, "node-a", "web", "4e8"),
+    "runc pause (cgroupfs)": ("", "/kubepods/burstable/podr1/" + "ef" * 32, "pause", "ef" * 32, "node-a", "other", "3e5"),
+    "runc container (cgroupfs)": ("app", "/kubepods/burstable/podr1/" + "cd" * 32, "nginx", "cd" * 32, "node-a", "other", "1e8"),
+    "runc pause (systemd, mixed node)": ("", _SYSTEMD_POD % "r2" + "/cri-containerd-" + "12" * 32 + ".scope", "pause", "12" * 32, "node-a", "third", "3e5"),
+    "pod (systemd)": ("", _SYSTEMD_POD % "u2", "", "", "kata-pool-1", "db", "6e8"),
+    "kata sandbox (systemd)": ("", _SYSTEMD_POD % "u2" + "/cri-containerd-" + "34" * 32 + ".scope", "pause", "34" * 32, "kata-pool-1", "db", "6e8"),
+}
+KUBELET_KEPT = {"pod (cgroupfs)", "runc pause (cgroupfs)", "runc container (cgroupfs)",
+                "runc pause (systemd, mixed node)", "pod (systemd)"}
+
+
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary")
 def test_kubelet_compat_relabelling_in_a_real_prometheus(chart, tmp_path):
     """The PodMonitor's rendered metricRelabelings and the docs' kubelet-side
     rule, applied by a real Prometheus: kata-pulse's container_* series get
     the kubelet's job and metrics_path (the agent's own keep theirs, user
-    rules still apply), the kubelet's Kata sandbox rows are dropped and a
-    runc container's row stays."""
+    rules still apply); the docs' kubelet rules drop the Kata sandbox rows of
+    both cgroup drivers (kata_<id>; a systemd scope on a Kata-only node) and
+    keep pod rows and runc pods' pause and container rows."""
     import http.server
     import threading
     import urllib.parse
@@ -981,11 +1005,9 @@ def test_kubelet_compat_relabelling_in_a_real_prometheus(chart, tmp_path):
             'kata_pulse_cri_up 1\n'
             'kata_pulse_shim_up{sandbox_id="%s",cri_uid="u1",cri_name="web",cri_namespace="shop"} 1\n' % (sandbox, sandbox)
         ),
-        "/metrics/cadvisor": (
-            'container_memory_working_set_bytes{container="",id="/kubepods/burstable/podu1",image="",name="",namespace="shop",pod="web"} 4e8\n'
-            'container_memory_working_set_bytes{container="",id="/kubepods/burstable/podu1/kata_%s",image="pause",name="%s",namespace="shop",pod="web"} 4e8\n'
-            'container_memory_working_set_bytes{container="app",id="/kubepods/burstable/podr1/%s",image="nginx",name="%s",namespace="shop",pod="other"} 1e8\n'
-            % (sandbox, sandbox, "cd" * 32, "cd" * 32)
+        "/metrics/cadvisor": "".join(
+            'container_memory_working_set_bytes{container="%s",id="%s",image="%s",name="%s",namespace="shop",node="%s",pod="%s"} %s\n'
+            % row for row in KUBELET_ROWS.values()
         ),
     }
 
@@ -1036,17 +1058,15 @@ def test_kubelet_compat_relabelling_in_a_real_prometheus(chart, tmp_path):
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                selected = query('container_memory_working_set_bytes{job="kubelet", metrics_path="/metrics/cadvisor", image!=""}')
-                if len(selected) == 2 and query('kata_pulse_cri_up'):
+                selected = query('container_memory_working_set_bytes{job="kubelet", metrics_path="/metrics/cadvisor"}')
+                if len(selected) == 1 + len(KUBELET_KEPT) and query('kata_pulse_cri_up'):
                     break
             except OSError:
                 pass
             time.sleep(0.5)
-        by_id = {dict(k)["id"]: v for k, v in selected.items()}
-        # kata-pulse's container and the runc container; the VM's sandbox row is gone.
-        assert by_id == {f"/kata/{sandbox}/c1": 5e6, "/kubepods/burstable/podr1/" + "cd" * 32: 1e8}, selected
-        assert query('count(container_memory_working_set_bytes{job="kubelet", id=~".*/kata_.*"})') == {}
-        assert query('container_memory_working_set_bytes{id="/kubepods/burstable/podu1"}'), "the pod row stays"
+        kept = {dict(k)["id"] for k in query('container_memory_working_set_bytes{job="kubelet", metrics_path="/metrics/cadvisor"}')}
+        want = {f"/kata/{sandbox}/c1"} | {KUBELET_ROWS[k][1] for k in KUBELET_KEPT}
+        assert kept == want, sorted(kept ^ want)
         # The agent's own series keep its job; the user's rule still applies.
         own = query('kata_pulse_shim_up')
         assert [dict(k)["job"] for k in own] == ["kata-pulse"]

@@ -136,6 +136,7 @@ The flags that decide ports and mounts can only be set through config.
   (printf "--kata-metrics=%t" $c.kataMetrics)
   (printf "--cadvisor-metrics=%t" $c.cadvisorMetrics)
   (printf "--shutdown-grace-period=%s" (toString $c.shutdownGracePeriod))
+  (printf "--container-stats=%s" (toString $c.containerStats))
 }}
 {{- if $c.probeListenAddress }}
 {{- $args = append $args (printf "--probe-listen-address=%s" (toString $c.probeListenAddress)) }}

@@ -22,7 +22,9 @@ use cri_api::runtime::v1::{
     ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
     LinuxContainerConfig, LinuxContainerResources, StartContainerRequest,
 };
-use testbed::{host_network_pod, oci_image_tar, wait_until, Containerd, LayerFile};
+use testbed::{
+    activate_blkio_accounting, host_network_pod, oci_image_tar, wait_until, Containerd, LayerFile,
+};
 
 const WORKLOAD_IMAGE: &str = "localhost/containerd-api-test/workload:1";
 const WORKLOAD_SOURCE: &str = include_str!("workload.c");
@@ -243,42 +245,6 @@ fn read_files(dirs: &HashMap<String, PathBuf>) -> Result<Files> {
         blkio_bytes: read_blkio(&blkio.join(bytes))?,
         blkio_ios: read_blkio(&blkio.join(ios))?,
     })
-}
-
-/// Makes the kernel account cgroup v1 block I/O on the disk holding `dir`
-/// (where the native snapshotter keeps the containers' root filesystems).
-///
-/// Recent kernels (seen on 6.18) set blk-throttle up on a disk only when a
-/// throttle rule is first written for it, and until then every cgroup v1
-/// `blkio.throttle.*` file of that disk stays empty (`Total 0`), for the
-/// root cgroup too. A rule far above any real rate, written on a cgroup of
-/// our own that holds no task and is removed at once, sets it up without
-/// limiting anything.
-fn activate_blkio_accounting(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(dir)?.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    // Rules take whole disks: a partition's parent folder is its disk.
-    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))?;
-    let disk = if sys.join("partition").exists() {
-        sys.parent()
-            .context("partition without a disk")?
-            .to_path_buf()
-    } else {
-        sys
-    };
-    let disk_dev = std::fs::read_to_string(disk.join("dev"))?
-        .trim()
-        .to_string();
-    let cg = Path::new("/sys/fs/cgroup/blkio")
-        .join(format!("containerd-api-test-{}", std::process::id()));
-    std::fs::create_dir_all(&cg)?;
-    let res = std::fs::write(
-        cg.join("blkio.throttle.write_bps_device"),
-        format!("{disk_dev} {}", 1u64 << 40),
-    );
-    std::fs::remove_dir(&cg)?;
-    res.with_context(|| format!("throttle rule for {disk_dev}"))
 }
 
 /// `lo <= v <= hi`, with a message naming the figure.

@@ -76,6 +76,43 @@ container_network_receive_bytes_total{{{sb},interface=\"tap0_kata\"}} 912345\n"
     )
 }
 
+/// Scrape jobs as kube-prometheus-stack has them: the agent's relabelled as
+/// the chart's `podMonitor.kubeletCompat` does, the kubelet's cAdvisor with
+/// docs/cadvisor.md's drop rule, kube-state-metrics.
+fn scrape_configs(agent: &str, kubelet: &str, ksm: &str) -> String {
+    format!(
+        r#"- job_name: kata-pulse
+  honor_labels: true
+  static_configs:
+    - targets: ["{agent}"]
+  metric_relabel_configs:
+    - source_labels: [__name__]
+      regex: container_.*
+      target_label: job
+      replacement: kubelet
+    - source_labels: [__name__]
+      regex: container_.*
+      target_label: metrics_path
+      replacement: /metrics/cadvisor
+- job_name: kubelet
+  honor_labels: true
+  metrics_path: /metrics/cadvisor
+  static_configs:
+    - targets: ["{kubelet}"]
+  relabel_configs:
+    - source_labels: [__metrics_path__]
+      target_label: metrics_path
+  metric_relabel_configs:
+    - source_labels: [id]
+      regex: '{DROP_RULE}'
+      action: drop
+- job_name: kube-state-metrics
+  static_configs:
+    - targets: ["{ksm}"]
+"#
+    )
+}
+
 /// Containerd's own figures for one container, read as the truth.
 fn task_stats(ctd: &Containerd, id: &str) -> ContainerStats {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -167,40 +204,7 @@ kube_pod_info{namespace=\"shop\",pod=\"other\",node=\"node-1\"} 1\n",
     let rules_dir = tempfile::tempdir().unwrap();
     let rules = rules_dir.path().join("k8s.rules.yaml");
     std::fs::write(&rules, RULES).unwrap();
-    // The agent's job relabelled as the chart's podMonitor.kubeletCompat
-    // does; the kubelet's with docs/cadvisor.md's drop rule.
-    let scrape = format!(
-        r#"- job_name: kata-pulse
-  honor_labels: true
-  static_configs:
-    - targets: ["{agent}"]
-  metric_relabel_configs:
-    - source_labels: [__name__]
-      regex: container_.*
-      target_label: job
-      replacement: kubelet
-    - source_labels: [__name__]
-      regex: container_.*
-      target_label: metrics_path
-      replacement: /metrics/cadvisor
-- job_name: kubelet
-  honor_labels: true
-  metrics_path: /metrics/cadvisor
-  static_configs:
-    - targets: ["{kubelet}"]
-  relabel_configs:
-    - source_labels: [__metrics_path__]
-      target_label: metrics_path
-  metric_relabel_configs:
-    - source_labels: [id]
-      regex: '.*/kata[_-][0-9a-f]{{64}}(\.scope)?'
-      action: drop
-- job_name: kube-state-metrics
-  static_configs:
-    - targets: ["{ksm}"]
-"#,
-        agent = agent.addr
-    );
+    let scrape = scrape_configs(&agent.addr.to_string(), &kubelet, &ksm);
     let prom = Prometheus::builder()
         .scrape_interval(Duration::from_secs(2))
         .scrape_configs(&scrape)
@@ -293,6 +297,268 @@ kube_pod_info{namespace=\"shop\",pod=\"other\",node=\"node-1\"} 1\n",
     assert_eq!(
         one(&prom, "count(kata_pulse_cri_up{job=\"kata-pulse\"})"),
         1.0
+    );
+    ctd.remove_pod(&kata_id).expect("remove pod");
+}
+
+/// docs/cadvisor.md's drop rule for the Kata Go runtime with the cgroupfs
+/// driver: the sandbox cgroup `kata_<sandbox id>`.
+const DROP_RULE: &str = ".*/kata_[0-9a-f]{64}";
+
+/// kubernetes-mixin's `diskDeviceSelector` (config.libsonnet).
+const DISK_DEVICES: &str =
+    r#"device=~"(/dev.+)|mmcblk.p.+|nvme.+|rbd.+|sd.+|vd.+|xvd.+|dm-.+|dasd.+""#;
+
+/// The pid of a container's init process, from CRI's verbose status.
+fn container_pid(ctd: &Containerd, id: &str) -> u32 {
+    use cri_api::runtime::v1::ContainerStatusRequest;
+    let id = id.to_string();
+    let info = ctd
+        .cri(Duration::from_secs(10), move |mut c| async move {
+            Ok(c.container_status(ContainerStatusRequest {
+                container_id: id,
+                verbose: true,
+            })
+            .await?
+            .into_inner()
+            .info)
+        })
+        .expect("container status");
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("verbose info");
+    v["pid"].as_u64().expect("pid") as u32
+}
+
+/// The cgroup v1 blkio folder of `pid`.
+fn blkio_dir(pid: u32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':').skip(1);
+            Some((f.next()?, f.next()?))
+        })
+        .find(|(c, _)| c.split(',').any(|c| c == "blkio"))
+        .map(|(_, p)| p.trim_start_matches('/').to_string())
+        .expect("a cgroup v1 blkio hierarchy");
+    std::path::Path::new("/sys/fs/cgroup/blkio").join(path)
+}
+
+/// One `Write` line of a v1 blkio file (`MAJ:MIN Write value`), as
+/// containerd reads it: the CFQ `…_recursive` file when the kernel has it,
+/// else the throttle one. `(major, minor, value)` per device.
+fn blkio_writes(dir: &std::path::Path, bytes: bool) -> Vec<(u64, u64, u64)> {
+    let cfq = dir.join("blkio.io_serviced_recursive").exists();
+    let file = match (cfq, bytes) {
+        (true, true) => "blkio.io_service_bytes_recursive",
+        (true, false) => "blkio.io_serviced_recursive",
+        (false, true) => "blkio.throttle.io_service_bytes",
+        (false, false) => "blkio.throttle.io_serviced",
+    };
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (maj, min) = f.first()?.split_once(':')?;
+            (f.len() == 3 && f[1] == "Write")
+                .then(|| Some((maj.parse().ok()?, min.parse().ok()?, f[2].parse().ok()?)))?
+        })
+        .collect()
+}
+
+/// What the kubelet's cAdvisor calls a device: `/dev/` and the kernel's
+/// name of the disk (its machine info, read from sysfs).
+fn kernel_device_name(major: u64, minor: u64) -> String {
+    let target = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).unwrap();
+    format!("/dev/{}", target.file_name().unwrap().to_string_lossy())
+}
+
+/// The kubelet's rows of a Kata pod for the storage families: the pod's
+/// cgroup and the sandbox cgroup (the VM's own disk I/O on the host, with
+/// `container=""`, which the mixin's `container!=""` leaves out).
+fn kubelet_io_body(uid: &str, sandbox: &str, pause: &str, device: &str) -> String {
+    let pod = format!("/kubepods/besteffort/pod{uid}");
+    let mut out = String::new();
+    for family in [
+        "container_fs_writes_bytes_total",
+        "container_fs_writes_total",
+    ] {
+        out.push_str(&format!(
+            "# TYPE {family} counter\n\
+{family}{{container=\"\",device=\"{device}\",id=\"{pod}\",image=\"\",name=\"\",namespace=\"shop\",pod=\"web\"}} 734003200\n\
+{family}{{container=\"\",device=\"{device}\",id=\"{pod}/kata_{sandbox}\",image=\"{pause}\",name=\"{sandbox}\",namespace=\"shop\",pod=\"web\"}} 734003200\n"
+        ));
+    }
+    out
+}
+
+/// The kubernetes-mixin's storage panels ("Compute Resources / Pod",
+/// "/ Namespace (Pods)") over a Kata container that writes: real containerd
+/// runs a runc container in a `kata` pod that writes 4 KiB at start and
+/// 16 MiB on a signal, all with O_DIRECT; its cgroup's blkio files are the
+/// truth. The stock queries, with kube-prometheus-stack's selectors, give
+/// the container's bytes and requests, on a device named as the kubelet's
+/// cAdvisor names it.
+#[test]
+fn storage_panels_show_a_kata_container_that_writes() {
+    let ctd = Containerd::start().expect("containerd");
+    testbed::activate_blkio_accounting(ctd.root_dir()).expect("blkio accounting");
+    let req = host_network_pod("web", "shop", "kata");
+    let pod_config = req.config.clone();
+    let kata_id = ctd.run_pod(req).expect("kata pod");
+    let uid = ctd
+        .list_pods()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == kata_id)
+        .and_then(|p| p.metadata)
+        .unwrap()
+        .uid;
+    let writer = ctd
+        .run_container(&kata_id, pod_config, "writer", &["write"])
+        .expect("writer");
+    let pid = container_pid(&ctd, &writer);
+    let blkio = blkio_dir(pid);
+    // The first 4 KiB: the device's entries exist from now on.
+    let first = testbed::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let w = blkio_writes(&blkio, true);
+        Ok(w.iter().any(|e| e.2 >= 4096).then_some(w))
+    })
+    .expect("the writer's first write in its blkio cgroup");
+    let &(major, minor, _) = first.iter().find(|e| e.2 >= 4096).unwrap();
+    let device = kernel_device_name(major, minor);
+
+    let roots = Roots::new();
+    let sims = Sims::new();
+    let _shim = sims.start(&roots.go, &kata_id, Flavour::Go, Fault::None);
+    let dirs = roots.arg();
+    let endpoint = ctd.endpoint();
+    let agent = Agent::start(&[
+        "--sandbox-dirs",
+        &dirs,
+        "--runtime-endpoint",
+        &endpoint,
+        "--metrics-interval-secs",
+        "1",
+    ]);
+    let kubelet =
+        testbed::FakeBody::new(kubelet_io_body(&uid, &kata_id, ctd.pause_image(), &device))
+            .serve_tcp();
+    let ksm = testbed::FakeBody::new(
+        "# TYPE kube_pod_info gauge\nkube_pod_info{namespace=\"shop\",pod=\"web\",node=\"node-1\"} 1\n",
+    )
+    .serve_tcp();
+    let prom = Prometheus::builder()
+        .scrape_interval(Duration::from_secs(1))
+        .scrape_configs(&scrape_configs(&agent.addr.to_string(), &kubelet, &ksm))
+        .start()
+        .expect("prometheus");
+
+    let sel = format!(
+        r#"job="kubelet", metrics_path="/metrics/cadvisor", {DISK_DEVICES}, container!="", cluster="", namespace="shop""#
+    );
+    let raw = |family: &str| format!(r#"{family}{{{sel}, pod="web", container="writer"}}"#);
+    let file = |bytes| -> u64 {
+        blkio_writes(&blkio, bytes)
+            .iter()
+            .filter(|e| (e.0, e.1) == (major, minor))
+            .map(|e| e.2)
+            .sum()
+    };
+    // Prometheus holds the cgroup's figures exactly, on the kernel's name.
+    let settled = |bytes_then: u64, ios_then: u64| {
+        for (family, want) in [
+            ("container_fs_writes_bytes_total", bytes_then),
+            ("container_fs_writes_total", ios_then),
+        ] {
+            let v = prom
+                .wait_for(
+                    &raw(family),
+                    |v| {
+                        let s = vector_samples(v);
+                        s.len() == 1 && s[0].1 == want as f64
+                    },
+                    Duration::from_secs(30),
+                )
+                .unwrap_or_else(|e| panic!("{family}: {e}\nagent log:\n{}", agent.log_text()));
+            assert_eq!(vector_samples(&v)[0].0["device"], device);
+        }
+        let usage = one(
+            &prom,
+            &format!(
+                r#"container_blkio_device_usage_total{{container="writer", pod="web", device="{device}", major="{major}", minor="{minor}", operation="Write"}}"#
+            ),
+        );
+        assert_eq!(usage, bytes_then as f64);
+    };
+    let (bytes_a, ios_a) = (file(true), file(false));
+    settled(bytes_a, ios_a);
+    let before = Instant::now();
+    // Flat samples before the burst, then 16 MiB.
+    std::thread::sleep(Duration::from_secs(4));
+    // SAFETY: kill has no memory preconditions; pid is the writer's.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+    assert_eq!(sent, 0, "signal the writer");
+    let bytes_b = testbed::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let b = file(true);
+        Ok((b >= bytes_a + 16 * 1024 * 1024).then_some(b))
+    })
+    .expect("the writer's 16 MiB in its blkio cgroup");
+    std::thread::sleep(Duration::from_secs(1));
+    let (bytes_b, ios_b) = (bytes_b.max(file(true)), file(false));
+    assert_eq!(bytes_b, bytes_a + 16 * 1024 * 1024, "O_DIRECT: every byte");
+    settled(bytes_b, ios_b);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The panels, over a window that holds the whole burst with flat
+    // samples on both sides: rate = the increase / the window, give or take
+    // Prometheus' extrapolation to the window's edges (at most a scrape
+    // interval each side).
+    let window = before.elapsed().as_secs() + 1;
+    let check = |what: &str, query: String, by: &str, name: &str, increase: u64| {
+        let v = prom.query(&query).unwrap();
+        let rows = vector_samples(&v);
+        assert_eq!(rows.len(), 1, "{what}: {rows:?}");
+        assert_eq!(rows[0].0[by], name, "{what}");
+        let (lo, hi) = (
+            increase as f64 / window as f64,
+            increase as f64 / (window - 3) as f64,
+        );
+        let got = rows[0].1;
+        assert!(
+            lo * 0.999 <= got && got <= hi,
+            "{what}: {got}, the cgroup files {lo}..{hi}"
+        );
+    };
+    let w = format!("{window}s");
+    check(
+        "Pod: Storage IO - Write bytes (by container)",
+        format!(
+            "sum by(container) (rate(container_fs_writes_bytes_total{{{sel}, pod=\"web\"}}[{w}]))"
+        ),
+        "container",
+        "writer",
+        bytes_b - bytes_a,
+    );
+    check(
+        "Pod: Storage IO - Writes (by container)",
+        format!("sum by(container) (rate(container_fs_writes_total{{{sel}, pod=\"web\"}}[{w}]))"),
+        "container",
+        "writer",
+        ios_b - ios_a,
+    );
+    check(
+        "Pod: Throughput - Writes (by pod)",
+        format!("sum by(pod) (rate(container_fs_writes_bytes_total{{{sel}, pod=~\"web\"}}[{w}]))"),
+        "pod",
+        "web",
+        bytes_b - bytes_a,
+    );
+    check(
+        "Namespace (Pods): Storage IO - Write bytes (by pod)",
+        format!("sum by(pod) (rate(container_fs_writes_bytes_total{{{sel}}}[{w}]))"),
+        "pod",
+        "web",
+        bytes_b - bytes_a,
     );
     ctd.remove_pod(&kata_id).expect("remove pod");
 }

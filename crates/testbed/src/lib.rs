@@ -19,6 +19,7 @@
 //! failure), `KATA_PULSE_TESTBED_VERBOSE=1` (print start-up timings).
 
 mod alertmanager;
+mod blkio;
 mod containerd;
 mod cri;
 mod exposition;
@@ -32,6 +33,7 @@ mod util;
 pub use alertmanager::{
     rfc3339, Alertmanager, AlertmanagerBuilder, WebhookAuth, WebhookStats, ALERTMANAGER_RECEIVER,
 };
+pub use blkio::activate_blkio_accounting;
 pub use containerd::{host_network_pod, Containerd, CRI_NAMESPACE};
 pub use cri::{with_cri, with_cri_channel, CriClient, CriImageClient};
 pub use exposition::{check_exposition, StrictExposition};

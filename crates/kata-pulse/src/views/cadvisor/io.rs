@@ -10,8 +10,8 @@ use containerd_api::BlkioEntry;
 /// One container's I/O on one device label: (container index, device).
 type Key<'a> = (usize, &'a str);
 
-/// A container's entries of operation `op`, summed per device label
-/// (several devices without a name would otherwise be one series twice).
+/// A container's entries of operation `op`, summed per device label (two
+/// entries with one name must never be one series twice).
 fn per_device<'a>(
     cx: &Ctx<'a>,
     entries: impl Fn(&'a super::usage::Usage) -> &'a [BlkioEntry],

@@ -464,10 +464,11 @@ fn containers_from_containerd() {
     assert_eq!(value(&t, "container_memory_failcnt", &side), Some(3.0));
 }
 
-/// Kata's shims send block I/O without device names: devices that share
-/// the empty name are one series, summed, never two with one label set.
+/// Kata's shims send block I/O without device names, with the guest's
+/// device numbers: each device is its own series, named by the guest's
+/// `/dev/block/<major>:<minor>` path (the mixin's device selector keeps it).
 #[test]
-fn nameless_devices_are_summed() {
+fn nameless_devices_get_their_guest_path() {
     use containerd_api::{BlkioEntry, BlkioStats, CgroupVersion, ContainerStats};
     let entry = |minor, value| BlkioEntry {
         major: 254,
@@ -483,7 +484,7 @@ fn nameless_devices_are_summed() {
         pids: None,
         blkio: Some(BlkioStats {
             bytes: vec![entry(0, 100), entry(16, 23)],
-            ios: vec![],
+            ios: vec![entry(0, 4), entry(16, 1)],
         }),
     };
     let g = guest(GO);
@@ -491,12 +492,21 @@ fn nameless_devices_are_summed() {
     snap.usage
         .insert("c1".into(), Usage::from_containerd(&stats));
     let t = text(&render(&[pod(&g, 0.001)], Some(&snap), 1.7e9));
-    let want = [("container", "app"), ("device", "")];
+    let dev = |d| [("container", "app"), ("device", d)];
+    let writes = |d| value(&t, "container_fs_writes_bytes_total", &dev(d));
+    assert_eq!(writes("/dev/block/254:0"), Some(100.0));
+    assert_eq!(writes("/dev/block/254:16"), Some(23.0));
+    assert_eq!(writes(""), None);
     assert_eq!(
-        value(&t, "container_fs_writes_bytes_total", &want),
-        Some(123.0)
+        value(&t, "container_fs_writes_total", &dev("/dev/block/254:16")),
+        Some(1.0)
     );
-    let minor16 = [("container", "app"), ("minor", "16")];
+    let minor16 = [
+        ("container", "app"),
+        ("device", "/dev/block/254:16"),
+        ("major", "254"),
+        ("minor", "16"),
+    ];
     assert_eq!(
         value(&t, "container_blkio_device_usage_total", &minor16),
         Some(23.0)

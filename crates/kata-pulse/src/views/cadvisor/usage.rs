@@ -44,7 +44,8 @@ pub struct Usage {
     pub threads: Option<u64>,
     /// `pids.max`; 0 for unlimited, as cAdvisor writes it.
     pub threads_max: Option<u64>,
-    /// Bytes per device and operation.
+    /// Bytes per device and operation, every entry named (see
+    /// [`device_name`]).
     pub io_bytes: Vec<BlkioEntry>,
     /// Requests per device and operation.
     pub io_ops: Vec<BlkioEntry>,
@@ -80,9 +81,9 @@ impl Usage {
             io_bytes: s
                 .blkio
                 .as_ref()
-                .map(|b| b.bytes.clone())
+                .map(|b| named(&b.bytes))
                 .unwrap_or_default(),
-            io_ops: s.blkio.as_ref().map(|b| b.ios.clone()).unwrap_or_default(),
+            io_ops: s.blkio.as_ref().map(|b| named(&b.ios)).unwrap_or_default(),
         }
     }
 
@@ -121,6 +122,35 @@ impl Usage {
             io_ops: Vec::new(),
         }
     }
+}
+
+/// The `device` label of a block I/O entry.
+///
+/// cAdvisor names a device `/dev/<kernel name>` from the node's block
+/// devices, and containerd does the same for runc containers on cgroup v1
+/// (from `/proc/partitions`): that name is kept. Kata's shims send the
+/// guest's device numbers and no name (and containerd names none on cgroup
+/// v2). The node's table cannot name guest numbers (the same numbers are
+/// another device there, or none), so such an entry is named by the path
+/// the guest itself has for it, `/dev/block/<major>:<minor>`: one series
+/// per device, and a name the kubernetes-mixin's `/dev.+` device selector
+/// keeps.
+fn device_name(e: &BlkioEntry) -> String {
+    if e.device.is_empty() {
+        format!("/dev/block/{}:{}", e.major, e.minor)
+    } else {
+        e.device.clone()
+    }
+}
+
+fn named(entries: &[BlkioEntry]) -> Vec<BlkioEntry> {
+    entries
+        .iter()
+        .map(|e| BlkioEntry {
+            device: device_name(e),
+            ..e.clone()
+        })
+        .collect()
 }
 
 #[cfg(test)]
