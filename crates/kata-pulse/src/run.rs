@@ -84,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cri: cri_stats,
         requests: Arc::new(RequestStats::default()),
         metrics_builds: Arc::new(tokio::sync::Semaphore::new(http::CONCURRENT_METRICS)),
+        metrics_clients: http::metrics_clients(),
     });
     let (stop, stopped) = watch::channel(false);
     let result = supervise(

@@ -16,33 +16,35 @@ use http_body::{Body, Frame};
 use prom_text::Merger;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::per_ip::IpSlot;
 use crate::views::Part;
 
 /// Bytes of exposition text merged per frame.
 pub const CHUNK: usize = 64 * 1024;
+
+/// What a response holds while it is sent: its permit among all responses
+/// in flight, and its client's slot.
+pub type Slots = (Option<OwnedSemaphorePermit>, Option<IpSlot>);
 
 /// A streamed exposition.
 pub struct ExpositionBody {
     merger: Merger<Part>,
     gzip: Option<GzEncoder<Vec<u8>>>,
     done: bool,
-    /// Held until the body is dropped: bounds the responses in flight.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Held until the body is dropped: bound the responses in flight, in
+    /// all and per client address.
+    _slots: Slots,
 }
 
 impl ExpositionBody {
-    pub fn new(
-        merger: Merger<Part>,
-        gzip: bool,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> ExpositionBody {
+    pub fn new(merger: Merger<Part>, gzip: bool, slots: Slots) -> ExpositionBody {
         ExpositionBody {
             merger,
             gzip: gzip.then(|| {
                 GzEncoder::new(Vec::with_capacity(CHUNK / 2), flate2::Compression::fast())
             }),
             done: false,
-            _permit: permit,
+            _slots: slots,
         }
     }
 

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use http::{HeaderMap, HeaderValue};
 use prom_text::Merger;
 
 use super::body::ExpositionBody;
 use super::negotiate::gzip_accepted;
+use super::per_ip::PeerIp;
 use super::{App, HttpError, Params};
 use crate::collect::Collection;
 use crate::self_metrics::{self, Sources};
@@ -20,6 +22,7 @@ use crate::views::{self, Part};
 
 pub async fn metrics(
     State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerIp>>,
     params: Params,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
@@ -29,6 +32,13 @@ pub async fn metrics(
     if params.wants_sandbox() {
         return raw_sandbox(&app, &params, &headers).await;
     }
+    // Requests that come through the server carry their client's address;
+    // one address waits (inside the response deadline) for its own share
+    // of the response slots.
+    let slot = match peer {
+        Some(Extension(PeerIp(ip))) => Some(app.metrics_clients.acquire(ip).await),
+        None => None,
+    };
     // The semaphore is never closed; a permit is held until the body is
     // sent, which bounds the responses in flight.
     let permit = app.metrics_builds.clone().acquire_owned().await.ok();
@@ -48,7 +58,7 @@ pub async fn metrics(
     let merger = tokio::task::spawn_blocking(move || plan(&work_app, &collection, &prefixes))
         .await
         .map_err(|e| HttpError::Internal(format!("building the response failed: {e}")))?;
-    let body = ExpositionBody::new(merger, gzip, permit);
+    let body = ExpositionBody::new(merger, gzip, (permit, slot));
     Ok(exposition_response(Body::new(body), gzip, None))
 }
 

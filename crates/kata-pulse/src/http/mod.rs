@@ -13,6 +13,7 @@ mod index;
 pub mod limits;
 mod metrics;
 mod negotiate;
+mod per_ip;
 mod sandboxes;
 pub mod server;
 mod stall;
@@ -50,6 +51,10 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// Aggregate `/metrics` responses in flight (collected, then streamed to
 /// their clients): each holds its per-request parts and one chunk.
 pub(crate) const CONCURRENT_METRICS: usize = 8;
+/// Of those, what one client address may hold: a client that stops
+/// reading (until the write stall closes it) or opens many scrapes leaves
+/// the other half to everyone else. Prometheus asks one at a time.
+pub(crate) const METRICS_PER_CLIENT: usize = CONCURRENT_METRICS / 2;
 /// The probe listener's bounds: the kubelet opens one connection per probe.
 const PROBE_BOUNDS: Bounds = Bounds {
     max_connections: 16,
@@ -59,6 +64,11 @@ const PROBE_BOUNDS: Bounds = Bounds {
     lifetime: Duration::from_secs(30),
     grace: Duration::from_secs(1),
 };
+
+/// The table of [`METRICS_PER_CLIENT`] slots.
+pub(crate) fn metrics_clients() -> Arc<per_ip::PerIp> {
+    Arc::new(per_ip::PerIp::new(METRICS_PER_CLIENT))
+}
 
 /// Shared state of all handlers.
 pub struct App {
@@ -71,6 +81,9 @@ pub struct App {
     pub requests: Arc<RequestStats>,
     /// Bounds aggregate `/metrics` builds in flight ([`CONCURRENT_METRICS`]).
     pub metrics_builds: Arc<Semaphore>,
+    /// Aggregate responses in flight per client address
+    /// ([`METRICS_PER_CLIENT`]).
+    pub(crate) metrics_clients: Arc<per_ip::PerIp>,
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -11,11 +11,10 @@
 //! - On stop: no new connections; open ones finish their request (idle ones
 //!   close at once) within `grace`, then whatever is left is cut.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tower::ServiceExt;
 
 use super::limits::{MAX_HEADERS, MAX_HEAD_BYTES};
+use super::per_ip::{PeerIp, PerIp};
 use super::stall::{StallGuard, WRITE_STALL};
 use super::web_config::WebConfig;
 
@@ -90,13 +90,17 @@ pub async fn serve(
             let _slot = slot;
             let work = async {
                 match tls {
-                    None => connection(TokioIo::new(stream), router, bounds, drain).await,
+                    None => {
+                        connection(TokioIo::new(stream), peer.ip(), router, bounds, drain).await
+                    }
                     Some(config) => {
                         let acceptor = tokio_rustls::TlsAcceptor::from(config);
                         match tokio::time::timeout(bounds.header_timeout, acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => connection(TokioIo::new(s), router, bounds, drain).await,
+                            Ok(Ok(s)) => {
+                                connection(TokioIo::new(s), peer.ip(), router, bounds, drain).await
+                            }
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -141,6 +145,7 @@ fn refuse(stream: &TcpStream) {
 
 async fn connection<I>(
     io: TokioIo<I>,
+    peer: IpAddr,
     router: Router,
     bounds: Bounds,
     mut drain: watch::Receiver<bool>,
@@ -150,7 +155,8 @@ async fn connection<I>(
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(PeerIp(peer));
             let guard = InFlight::begin(activity.clone());
             let router = router.clone();
             async move {
@@ -264,52 +270,5 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Open connections per client address.
-struct PerIp {
-    limit: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl PerIp {
-    fn new(limit: usize) -> PerIp {
-        PerIp {
-            limit,
-            open: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// A slot for `ip`, or `None` when it holds `limit` connections.
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.limit {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One connection of an address; given back on drop.
-struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
     }
 }

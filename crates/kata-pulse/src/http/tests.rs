@@ -35,6 +35,7 @@ fn agent(flags: &[&str]) -> Arc<App> {
         cri: Arc::new(CriStats::default()),
         requests: Arc::new(RequestStats::default()),
         metrics_builds: Arc::new(Semaphore::new(CONCURRENT_METRICS)),
+        metrics_clients: super::metrics_clients(),
     })
 }
 
