@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use cri_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::runtime::v1::{
-    ContainerState, ContainerStatusRequest, ListContainerStatsRequest, ListContainersRequest,
-    ListPodSandboxRequest, PodSandbox, PodSandboxState,
+    Container, ContainerState, ContainerStats, ContainerStatusRequest, ListContainerStatsRequest,
+    ListContainersRequest, ListPodSandboxRequest, PodSandbox, PodSandboxState,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -130,19 +130,7 @@ impl CriClient {
                 |mut c, r| async move { c.list_containers(r).await },
             )
             .await?;
-        Ok(response
-            .containers
-            .into_iter()
-            .filter(|c| !c.id.is_empty() && !c.pod_sandbox_id.is_empty())
-            .map(|c| ContainerInfo {
-                name: c.metadata.map(|m| m.name).unwrap_or_default(),
-                image: c.image.map(|i| i.image).unwrap_or_default(),
-                running: c.state == ContainerState::ContainerRunning as i32,
-                created_at_ns: c.created_at,
-                id: c.id,
-                sandbox_id: c.pod_sandbox_id,
-            })
-            .collect())
+        Ok(containers_to_info(response.containers))
     }
 
     /// ListContainerStats for every container: container id -> usage.
@@ -154,26 +142,7 @@ impl CriClient {
                 |mut c, r| async move { c.list_container_stats(r).await },
             )
             .await?;
-        let mut out = HashMap::with_capacity(response.stats.len());
-        for s in response.stats {
-            let Some(id) = s.attributes.map(|a| a.id).filter(|id| !id.is_empty()) else {
-                continue;
-            };
-            let cpu = s.cpu.as_ref();
-            let mem = s.memory.as_ref();
-            let v = |x: &Option<cri_api::runtime::v1::UInt64Value>| x.as_ref().map(|v| v.value);
-            out.insert(
-                id,
-                ContainerUsage {
-                    cpu_ns: cpu.and_then(|c| v(&c.usage_core_nano_seconds)),
-                    memory_usage: mem.and_then(|m| v(&m.usage_bytes)),
-                    working_set: mem.and_then(|m| v(&m.working_set_bytes)),
-                    rss: mem.and_then(|m| v(&m.rss_bytes)),
-                    swap: s.swap.as_ref().and_then(|w| v(&w.swap_usage_bytes)),
-                },
-            );
-        }
-        Ok(out)
+        Ok(stats_to_usage(response.stats))
     }
 
     /// ContainerStatus: start time and the resources of the container's spec.
@@ -310,7 +279,51 @@ fn describe(status: &Status) -> String {
     }
 }
 
-fn pods_to_meta(items: Vec<PodSandbox>) -> HashMap<String, PodMeta> {
+/// A ListContainers answer as the agent keeps it; entries without id or
+/// sandbox are skipped. Public (like the two below) for the fuzz target.
+pub fn containers_to_info(containers: Vec<Container>) -> Vec<ContainerInfo> {
+    containers
+        .into_iter()
+        .filter(|c| !c.id.is_empty() && !c.pod_sandbox_id.is_empty())
+        .map(|c| ContainerInfo {
+            name: c.metadata.map(|m| m.name).unwrap_or_default(),
+            image: c.image.map(|i| i.image).unwrap_or_default(),
+            running: c.state == ContainerState::ContainerRunning as i32,
+            created_at_ns: c.created_at,
+            id: c.id,
+            sandbox_id: c.pod_sandbox_id,
+        })
+        .collect()
+}
+
+/// A ListContainerStats answer: container id -> usage; entries without
+/// an id are skipped, and of two with one id the later one counts.
+pub fn stats_to_usage(stats: Vec<ContainerStats>) -> HashMap<String, ContainerUsage> {
+    let mut out = HashMap::with_capacity(stats.len());
+    for s in stats {
+        let Some(id) = s.attributes.map(|a| a.id).filter(|id| !id.is_empty()) else {
+            continue;
+        };
+        let cpu = s.cpu.as_ref();
+        let mem = s.memory.as_ref();
+        let v = |x: &Option<cri_api::runtime::v1::UInt64Value>| x.as_ref().map(|v| v.value);
+        out.insert(
+            id,
+            ContainerUsage {
+                cpu_ns: cpu.and_then(|c| v(&c.usage_core_nano_seconds)),
+                memory_usage: mem.and_then(|m| v(&m.usage_bytes)),
+                working_set: mem.and_then(|m| v(&m.working_set_bytes)),
+                rss: mem.and_then(|m| v(&m.rss_bytes)),
+                swap: s.swap.as_ref().and_then(|w| v(&w.swap_usage_bytes)),
+            },
+        );
+    }
+    out
+}
+
+/// A ListPodSandbox answer: sandbox id -> pod identity; entries without
+/// id or metadata are skipped, and of two with one id a ready one wins.
+pub fn pods_to_meta(items: Vec<PodSandbox>) -> HashMap<String, PodMeta> {
     let mut out = HashMap::with_capacity(items.len());
     for pod in items {
         if pod.id.is_empty() {

@@ -7,10 +7,12 @@
 //! touched, so the outcome never depends on which event kinds arrived.
 //! A folder counts only with a valid id and a socket inside: runtime-rs's
 //! `/run/kata/firecracker` jail folder or a dead shim's leftover folder are
-//! not sandboxes.
+//! not sandboxes. A symlinked folder, and a `shim-monitor.sock` that is a
+//! symlink, a hard link or no socket, is refused (logged once, counted):
+//! the agent runs as root and talks to no socket but a shim's
+//! ([`crate::shim_socket`] checks again at each connect).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::registry::SandboxRoot;
 use crate::registry::{Registry, Sandbox, SHIM_SOCKET};
 use crate::sandbox_id;
+use crate::shim_socket;
 
 /// How often roots are checked: created, deleted or replaced (inotify does
 /// not always report a deleted root at once).
@@ -42,6 +45,10 @@ pub struct DiscoveryStats {
     pub watch_errors: AtomicU64,
     /// Listings of a root folder (full rescans and root events).
     pub root_scans: AtomicU64,
+    /// Sandbox folders or sockets refused, by reason (see [`shim_socket::refusal`]).
+    pub refused_symlink: AtomicU64,
+    pub refused_hard_link: AtomicU64,
+    pub refused_not_socket: AtomicU64,
     /// True once every root was scanned once (or found missing).
     pub initial_scan_done: AtomicBool,
     /// Roots that do not exist (yet): no sandbox of that runtime has run.
@@ -101,6 +108,7 @@ pub async fn run_with_rescan(
         watcher,
         watched_roots: HashMap::new(),
         watched_dirs: HashSet::new(),
+        refused: HashMap::new(),
     };
     d.scan_all();
     d.stats.initial_scan_done.store(true, Ordering::Release);
@@ -152,6 +160,9 @@ struct Discovery {
     /// Watched roots and the (device, inode) of the folder watched.
     watched_roots: HashMap<PathBuf, (u64, u64)>,
     watched_dirs: HashSet<PathBuf>,
+    /// Paths refused and why, so each is logged and counted once while it
+    /// stays as it is.
+    refused: HashMap<PathBuf, &'static str>,
 }
 
 fn identity(path: &Path) -> Option<(u64, u64)> {
@@ -266,6 +277,7 @@ impl Discovery {
             self.remove(root, &id);
         }
         self.watched_dirs.retain(|d| !d.starts_with(root));
+        self.refused.retain(|p, _| !p.starts_with(root));
         watched
     }
 
@@ -306,23 +318,37 @@ impl Discovery {
             return;
         }
         let dir = root.path.join(id);
-        let is_dir = std::fs::symlink_metadata(&dir)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
+        let kind = std::fs::symlink_metadata(&dir).map(|m| m.file_type());
+        let is_dir = kind.as_ref().is_ok_and(|k| k.is_dir());
         if !is_dir {
             self.watched_dirs.remove(&dir);
+            self.refused.remove(&dir.join(SHIM_SOCKET));
+            if kind.is_ok_and(|k| k.is_symlink()) {
+                self.refuse(&dir, id, "symlink");
+            } else {
+                self.refused.remove(&dir);
+            }
             self.remove(&root.path, id);
             return;
         }
+        self.refused.remove(&dir);
         // Watch the folder so the socket appearing or vanishing is seen.
         if !self.watched_dirs.contains(&dir) && self.watch(&dir) {
             self.watched_dirs.insert(dir.clone());
         }
         let socket = dir.join(SHIM_SOCKET);
-        let has_socket = std::fs::symlink_metadata(&socket)
-            .map(|m| m.file_type().is_socket())
-            .unwrap_or(false);
+        let has_socket = match std::fs::symlink_metadata(&socket) {
+            Err(_) => false,
+            Ok(m) => match shim_socket::refusal(&m) {
+                None => true,
+                Some(why) => {
+                    self.refuse(&socket, id, why);
+                    false
+                }
+            },
+        };
         if has_socket {
+            self.refused.remove(&socket);
             let sandbox = Sandbox {
                 id: id.to_string(),
                 root: root.path.clone(),
@@ -341,6 +367,21 @@ impl Discovery {
         } else {
             self.remove(&root.path, id);
         }
+    }
+
+    /// Logs and counts `path` as refused, once while the reason holds.
+    fn refuse(&mut self, path: &Path, id: &str, why: &'static str) {
+        if self.refused.insert(path.to_path_buf(), why) == Some(why) {
+            return;
+        }
+        let counter = match why {
+            "symlink" => &self.stats.refused_symlink,
+            "hard_link" => &self.stats.refused_hard_link,
+            _ => &self.stats.refused_not_socket,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(sandbox_id = id, path = %path.display(), reason = why,
+            "not a sandbox: the agent connects to no symlink, hard link or non-socket");
     }
 
     fn remove(&mut self, root: &Path, id: &str) {
@@ -427,6 +468,7 @@ mod tests {
             watcher: notify::recommended_watcher(|_: notify::Result<notify::Event>| {}).ok(),
             watched_roots: HashMap::new(),
             watched_dirs: HashSet::new(),
+            refused: HashMap::new(),
         };
         d.scan_all();
         let _a = make_sandbox(&root, "aaa");
@@ -439,6 +481,89 @@ mod tests {
             1,
             "the rescan did not find the sandbox"
         );
+    }
+
+    /// Only real sockets in real folders are sandboxes: a symlinked folder
+    /// or socket (here to another socket, as it could be to the CRI's), a
+    /// hard link and a FIFO are refused, logged and counted once however
+    /// often they are rescanned; a 128-character id under a long root
+    /// (its socket path past the 108-byte unix limit) is a sandbox.
+    #[test]
+    fn links_and_non_sockets_are_refused_long_ids_are_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("r".repeat(60)).join("vc/sbs");
+        std::fs::create_dir_all(&root).unwrap();
+        let elsewhere = tmp.path().join("cri");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let _cri = UnixListener::bind(elsewhere.join("cri.sock")).unwrap();
+
+        let _good = make_sandbox(&root, "good");
+        std::fs::create_dir(root.join("symsock")).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.join("cri.sock"),
+            root.join("symsock").join(SHIM_SOCKET),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root.join("good"), root.join("symdir")).unwrap();
+        std::fs::create_dir(root.join("hard")).unwrap();
+        std::fs::hard_link(
+            elsewhere.join("cri.sock"),
+            root.join("hard").join(SHIM_SOCKET),
+        )
+        .unwrap();
+        std::fs::create_dir(root.join("file")).unwrap();
+        std::fs::write(root.join("file").join(SHIM_SOCKET), b"").unwrap();
+        let long_id = "l".repeat(sandbox_id::MAX_LEN);
+        std::fs::create_dir(root.join(&long_id)).unwrap();
+        let folder = std::fs::File::open(root.join(&long_id)).unwrap();
+        let _long = UnixListener::bind(format!(
+            "/proc/self/fd/{}/{SHIM_SOCKET}",
+            std::os::fd::AsRawFd::as_raw_fd(&folder)
+        ))
+        .unwrap();
+        assert!(root.join(&long_id).join(SHIM_SOCKET).as_os_str().len() > 108);
+
+        let stats = Arc::new(DiscoveryStats::default());
+        let mut d = Discovery {
+            roots: vec![SandboxRoot {
+                path: root.clone(),
+                runtime: RuntimeKind::Go,
+            }],
+            registry: Registry::new(),
+            stats: stats.clone(),
+            watcher: None,
+            watched_roots: HashMap::new(),
+            watched_dirs: HashSet::new(),
+            refused: HashMap::new(),
+        };
+        for _ in 0..3 {
+            d.scan_all();
+        }
+        let ids: Vec<String> = d.registry.list().iter().map(|s| s.id.clone()).collect();
+        assert_eq!(ids, vec!["good".to_string(), long_id]);
+        let counts = |s: &DiscoveryStats| {
+            [
+                s.refused_symlink.load(Ordering::Relaxed),
+                s.refused_hard_link.load(Ordering::Relaxed),
+                s.refused_not_socket.load(Ordering::Relaxed),
+            ]
+        };
+        assert_eq!(counts(&stats), [2, 1, 1]);
+
+        // Put right, then wrong again: counted anew.
+        std::fs::remove_file(root.join("hard").join(SHIM_SOCKET)).unwrap();
+        let _fixed = UnixListener::bind(root.join("hard").join(SHIM_SOCKET)).unwrap();
+        d.scan_all();
+        assert!(d.registry.get("hard").is_some());
+        std::fs::remove_file(root.join("hard").join(SHIM_SOCKET)).unwrap();
+        std::fs::hard_link(
+            elsewhere.join("cri.sock"),
+            root.join("hard").join(SHIM_SOCKET),
+        )
+        .unwrap();
+        d.scan_all();
+        assert!(d.registry.get("hard").is_none());
+        assert_eq!(counts(&stats), [2, 2, 1]);
     }
 
     /// Rescans open the watched roots; that must not feed back into more

@@ -12,14 +12,17 @@ pub mod discovery;
 pub mod exposition;
 pub mod families;
 pub mod http;
+pub mod incidents;
 pub mod labels;
 pub mod logging;
 pub mod process;
 pub mod registry;
+pub mod restart;
 pub mod run;
 pub mod sandbox_id;
 pub mod self_metrics;
 pub mod shim_client;
+pub mod shim_socket;
 pub mod views;
 
 /// Seconds since the Unix epoch of `t` (0 before it).

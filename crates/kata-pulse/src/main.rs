@@ -1,20 +1,29 @@
 //! `kata-pulse` binary: parse the command line, set up logging, run.
 
+use std::io::Write;
+
 use kata_pulse::config::{parse_args, Invocation};
+
+/// Says `text` on stdout or stderr; a closed one is no reason to panic
+/// (print! would, and exit 101 instead of the code meant).
+fn say(to_stdout: bool, text: &str) {
+    let _ = if to_stdout {
+        std::io::stdout().write_all(text.as_bytes())
+    } else {
+        std::io::stderr().write_all(text.as_bytes())
+    };
+}
 
 fn main() {
     let config = match parse_args(std::env::args().collect()) {
         Invocation::Run(config) => *config,
         Invocation::Exit { text, code } => {
-            if code == 0 {
-                print!("{text}");
-            } else {
-                eprint!("{text}");
-            }
+            say(code == 0, &text);
             std::process::exit(code);
         }
     };
     kata_pulse::logging::init(&config.log_filter, config.log_format);
+    kata_pulse::incidents::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -22,7 +31,10 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say(
+                false,
+                &format!("error: cannot start the async runtime: {e}\n"),
+            );
             std::process::exit(1);
         }
     };
@@ -34,7 +46,7 @@ fn main() {
         // Said once: on stderr as the flag errors are (exit 2) when it could
         // not start, in the log format when it stopped while serving.
         if e.downcast_ref::<kata_pulse::run::StartupError>().is_some() {
-            eprintln!("error: {e:#}");
+            say(false, &format!("error: {e:#}\n"));
             std::process::exit(2);
         }
         tracing::error!("{e:#}");

@@ -16,8 +16,10 @@ use crate::cri::CriClient;
 use crate::cri::CriStats;
 use crate::discovery::{self, DiscoveryStats};
 use crate::http::{self, App};
+use crate::incidents;
 use crate::labels;
 use crate::registry::Registry;
+use crate::restart;
 use crate::self_metrics::RequestStats;
 use crate::shim_client::ShimClient;
 use crate::views;
@@ -59,12 +61,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         views::for_config(&config, &cri, &cri_stats),
     );
 
-    let discovery = tokio::spawn(discovery::run(
-        config.sandbox_roots.clone(),
-        registry.clone(),
-        discovery_stats.clone(),
-    ));
-    let labeller = tokio::spawn(labels::run(cri, registry.clone(), cri_stats.clone()));
+    let discovery = {
+        let (roots, registry, stats) = (
+            config.sandbox_roots.clone(),
+            registry.clone(),
+            discovery_stats.clone(),
+        );
+        tokio::spawn(restart::keep_running(
+            "discovery",
+            &incidents::DISCOVERY_RESTARTS,
+            move || discovery::run(roots.clone(), registry.clone(), stats.clone()),
+        ))
+    };
+    let labeller = {
+        let (registry, stats) = (registry.clone(), cri_stats.clone());
+        tokio::spawn(restart::keep_running(
+            "labeller",
+            &incidents::LABELLER_RESTARTS,
+            move || labels::run(cri.clone(), registry.clone(), stats.clone()),
+        ))
+    };
     tracing::info!(
         listen_address = %config.listen_address,
         runtime_endpoint = %config.runtime_endpoint,
@@ -141,8 +157,9 @@ fn hangup_handler(
 /// Serves until `shutdown`, then tells the server to `stop` and waits for
 /// its drain (bounded by the grace period; discovery and labelling keep
 /// running meanwhile for the responses in flight). The background tasks
-/// run forever, so if one ends (a panic) that is an error: the agent exits
-/// and its supervisor restarts it instead of it serving a frozen view.
+/// restart themselves ([`restart::keep_running`]), so if one still ends
+/// that is an error: the agent exits and its supervisor restarts it
+/// instead of it serving a frozen view.
 async fn supervise(
     serving: impl std::future::Future<Output = std::io::Result<()>>,
     mut discovery: JoinHandle<()>,
@@ -192,8 +209,8 @@ mod tests {
         tokio::spawn(pending())
     }
 
-    /// A background task that stops (here a panic) ends the agent with an
-    /// error that is not a start-up one: main logs it and exits 1.
+    /// A supervised task that still stops (here a panic) ends the agent
+    /// with an error that is not a start-up one: main logs it and exits 1.
     #[tokio::test]
     async fn a_stopped_background_task_ends_the_agent_with_an_error() {
         let serving = pending::<std::io::Result<()>>();

@@ -14,6 +14,7 @@ use crate::collect::{Collection, Collector, SandboxScrape};
 use crate::cri::CriStats;
 use crate::discovery::DiscoveryStats;
 use crate::families::{self as f, Desc};
+use crate::incidents;
 use crate::process;
 use crate::registry::Registry;
 use crate::registry::RuntimeKind;
@@ -206,6 +207,25 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     r.sample("", &[], load(&d.rescans));
     f::KATA_PULSE_DISCOVERY_WATCH_ERRORS_TOTAL.begin(r);
     r.sample("", &[], load(&d.watch_errors));
+    f::KATA_PULSE_DISCOVERY_REFUSED_TOTAL.begin(r);
+    for (reason, n) in [
+        ("hard_link", &d.refused_hard_link),
+        ("not_socket", &d.refused_not_socket),
+        ("symlink", &d.refused_symlink),
+    ] {
+        r.sample("", &[("reason", reason)], load(n));
+    }
+    f::KATA_PULSE_PANICS_TOTAL.begin(r);
+    r.sample("", &[], load(&incidents::PANICS));
+    f::KATA_PULSE_TASK_RESTARTS_TOTAL.begin(r);
+    for (task, n) in [
+        ("discovery", &incidents::DISCOVERY_RESTARTS),
+        ("labeller", &incidents::LABELLER_RESTARTS),
+    ] {
+        r.sample("", &[("task", task)], load(n));
+    }
+    f::KATA_PULSE_LOG_WRITE_ERRORS_TOTAL.begin(r);
+    r.sample("", &[], load(&incidents::LOG_WRITE_ERRORS));
 
     let c = src.cri;
     f::KATA_PULSE_CRI_UP.begin(r);

@@ -2,10 +2,14 @@
 //!
 //! hyper does the protocol (the Go shim answers chunked, runtime-rs with a
 //! Content-Length); this module adds what a node agent needs around it: one
-//! deadline covering connect, headers and body, a cap on the body size, and
-//! status codes that are checked instead of ignored.
+//! deadline covering connect, headers and body, a cap on the body size,
+//! status codes that are checked instead of ignored, and a connect that
+//! goes nowhere but to the socket file it checked ([`crate::shim_socket`]).
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +17,10 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+
+use crate::shim_socket;
 
 /// Why a shim request failed; the variant names are used as metric labels.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +30,10 @@ pub enum ShimError {
         socket: String,
         source: std::io::Error,
     },
+    /// The socket file is not one the agent talks to (a symlink, a hard
+    /// link, not a socket): see [`crate::shim_socket`].
+    #[error("refusing to connect to {socket}: {why}")]
+    Refused { socket: String, why: &'static str },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("HTTP error: {0}")]
@@ -38,6 +49,7 @@ impl ShimError {
     pub fn reason(&self) -> &'static str {
         match self {
             ShimError::Connect { .. } => "connect",
+            ShimError::Refused { .. } => "refused",
             ShimError::Timeout(_) => "timeout",
             ShimError::Http(_) => "http",
             ShimError::Status { .. } => "status",
@@ -73,16 +85,7 @@ impl ShimClient {
         path_and_query: &str,
     ) -> Result<ShimResponse, ShimError> {
         let resp = self.get_any_status(socket, path_and_query).await?;
-        if !resp.status.is_success() {
-            let text = String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)])
-                .trim()
-                .to_string();
-            return Err(ShimError::Status {
-                status: resp.status,
-                body: text,
-            });
-        }
-        Ok(resp)
+        require_success(resp)
     }
 
     /// Like [`ShimClient::get`] but returns non-2xx answers as responses.
@@ -91,36 +94,51 @@ impl ShimClient {
         socket: &Path,
         path_and_query: &str,
     ) -> Result<ShimResponse, ShimError> {
-        let max = self.max_body;
         let work = async {
-            let (resp, conn) = open(socket, path_and_query).await?;
-            let (parts, body) = resp.into_parts();
-            let collect = async {
-                Limited::new(body, max)
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .map_err(|e| {
-                        if e.downcast_ref::<http_body_util::LengthLimitError>()
-                            .is_some()
-                        {
-                            ShimError::TooLarge(max)
-                        } else {
-                            ShimError::Http(e.to_string())
-                        }
-                    })
-            };
-            let body = drive(collect, conn).await?;
-            Ok(ShimResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+            let stream = shim_socket::connect(socket).await?;
+            self.exchange(stream, path_and_query).await
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(ShimError::Timeout(self.timeout)),
         }
+    }
+
+    /// One request and its whole response over `stream`, the body capped
+    /// at `max_body`. No deadline of its own: [`ShimClient::get_any_status`]
+    /// puts one around it. Public so the fuzz target can feed it any bytes.
+    pub async fn exchange<S>(
+        &self,
+        stream: S,
+        path_and_query: &str,
+    ) -> Result<ShimResponse, ShimError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let max = self.max_body;
+        let (resp, mut conn) = open(stream, path_and_query).await?;
+        let (parts, body) = resp.into_parts();
+        let collect = async {
+            Limited::new(body, max)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        ShimError::TooLarge(max)
+                    } else {
+                        ShimError::Http(e.to_string())
+                    }
+                })
+        };
+        let body = drive(collect, &mut conn).await?;
+        Ok(ShimResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Starts a GET and returns the streaming response once its headers
@@ -134,8 +152,8 @@ impl ShimClient {
         header_timeout: Duration,
     ) -> Result<http::Response<Incoming>, ShimError> {
         let work = async {
-            let (resp, conn) = open(socket, path_and_query).await?;
-            tokio::spawn(conn);
+            let stream = shim_socket::connect(socket).await?;
+            let (resp, _task) = self.open_streaming(stream, path_and_query).await?;
             Ok(resp)
         };
         match tokio::time::timeout(header_timeout, work).await {
@@ -143,28 +161,89 @@ impl ShimClient {
             Err(_) => Err(ShimError::Timeout(header_timeout)),
         }
     }
+
+    /// The request over `stream` and the response head; the rest of the
+    /// connection runs on the returned task (none when it already ended).
+    /// Public for the fuzz target.
+    pub async fn open_streaming<S>(
+        &self,
+        stream: S,
+        path_and_query: &str,
+    ) -> Result<(http::Response<Incoming>, Option<JoinHandle<()>>), ShimError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (resp, conn) = open(stream, path_and_query).await?;
+        Ok((resp, conn.spawn()))
+    }
 }
 
-type Conn = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A non-2xx response as a [`ShimError::Status`] quoting the body's start.
+pub fn require_success(resp: ShimResponse) -> Result<ShimResponse, ShimError> {
+    if resp.status.is_success() {
+        return Ok(resp);
+    }
+    let text = String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)])
+        .trim()
+        .to_string();
+    Err(ShimError::Status {
+        status: resp.status,
+        body: text,
+    })
+}
 
-/// Connects, sends the request and waits for the response head while
-/// driving the connection.
-async fn open(
-    socket: &Path,
+/// hyper's connection future, which must be polled until the body is read,
+/// and is polled no more once it has completed: like any `async` block it
+/// panics when resumed after completion. On a `Connection: close` answer it
+/// completes while the response head is still being awaited, and the
+/// debug proxy used to spawn it again afterwards (a panicked task per
+/// request).
+struct Connection(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Connection {
+    fn is_done(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Lets what is left of the connection run on its own task (a body
+    /// streamed to someone else); nothing when it already completed.
+    fn spawn(self) -> Option<JoinHandle<()>> {
+        self.0.map(tokio::spawn)
+    }
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(fut) = self.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Sends the request and waits for the response head while driving the
+/// connection.
+async fn open<S>(
+    stream: S,
     path_and_query: &str,
-) -> Result<(http::Response<Incoming>, Conn), ShimError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| ShimError::Connect {
-            socket: socket.display().to_string(),
-            source,
-        })?;
+) -> Result<(http::Response<Incoming>, Connection), ShimError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ShimError::Http(e.to_string()))?;
-    let mut conn: Conn = Box::pin(async move {
+    let mut conn = Connection(Some(Box::pin(async move {
         let _ = conn.await;
-    });
+    })));
     let req = Request::get(path_and_query)
         .header(http::header::HOST, "shim")
         .header(http::header::CONNECTION, "close")
@@ -183,19 +262,18 @@ async fn open(
     Ok((resp, conn))
 }
 
-/// Polls `work` to completion while also driving the connection future,
-/// which must keep running until the body is read.
+/// Polls `work` to completion while also driving the connection until it
+/// completes (it must keep running until the body is read).
 async fn drive<T>(
-    work: impl std::future::Future<Output = Result<T, ShimError>>,
-    mut conn: impl std::future::Future<Output = ()> + Unpin,
+    work: impl Future<Output = Result<T, ShimError>>,
+    conn: &mut Connection,
 ) -> Result<T, ShimError> {
     tokio::pin!(work);
-    let mut conn_done = false;
     loop {
         tokio::select! {
             biased;
             result = &mut work => return result,
-            _ = &mut conn, if !conn_done => conn_done = true,
+            _ = &mut *conn, if !conn.is_done() => {}
         }
     }
 }
@@ -226,6 +304,24 @@ mod tests {
             }
         });
         path
+    }
+
+    /// An in-memory shim that reads the request head, answers `response`
+    /// and closes.
+    fn answering(response: &'static [u8]) -> tokio::io::DuplexStream {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 512];
+            while !head.ends_with(b"\r\n\r\n") {
+                match theirs.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = theirs.write_all(response).await;
+        });
+        ours
     }
 
     fn client() -> ShimClient {
@@ -316,6 +412,80 @@ mod tests {
         let err = client().get(&sock, "/metrics").await.unwrap_err();
         assert_eq!(err.reason(), "timeout");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A shim that closes after its answer (as every shim does on
+    /// `Connection: close`) ends hyper's connection future before the head
+    /// is handed over; it must never be polled again (it was, by the debug
+    /// proxy: "async fn resumed after completion" in a task per request).
+    #[tokio::test]
+    async fn a_completed_connection_is_never_resumed() {
+        for response in [
+            &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil eof",
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            let (resp, mut conn) = open(answering(response), "/debug/vars").await.unwrap();
+            // Streaming: the rest of the connection on a task of its own.
+            let body = drive(
+                async {
+                    resp.into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| ShimError::Http(e.to_string()))
+                },
+                &mut conn,
+            )
+            .await
+            .unwrap();
+            assert!(!body.to_bytes().is_empty() || response.starts_with(b"HTTP/1.1 404"));
+            (&mut conn).await;
+            (&mut conn).await;
+            if let Some(task) = conn.spawn() {
+                task.await.expect("the connection task panicked");
+            }
+        }
+        // The same through get_streaming, whose task used to panic.
+        let ok = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+        let (resp, conn) = open(answering(ok), "/").await.unwrap();
+        let task = conn.spawn();
+        assert_eq!(
+            &resp.into_body().collect().await.unwrap().to_bytes()[..],
+            b"ok"
+        );
+        if let Some(task) = task {
+            task.await.expect("the connection task panicked");
+        }
+    }
+
+    /// Every byte sequence a shim may send ends in a response or an error
+    /// within the cap (the fuzz target's property, on a few fixed cases).
+    #[tokio::test]
+    async fn exchange_over_any_stream_keeps_the_cap() {
+        let client = ShimClient::new(Duration::from_secs(1), 8);
+        for response in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n123456789"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n123456789\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\n123456789",
+        ] {
+            let err = client
+                .exchange(answering(response), "/metrics")
+                .await
+                .unwrap_err();
+            assert_eq!(err.reason(), "too_large", "{err}");
+        }
+        for garbage in [
+            &b""[..],
+            b"\0\0\0",
+            b"HTTP/1.1 999999 X\r\n\r\n",
+            b"SSH-2.0\r\n",
+        ] {
+            let err = client
+                .exchange(answering(garbage), "/metrics")
+                .await
+                .unwrap_err();
+            assert_eq!(err.reason(), "http", "{err}");
+        }
     }
 
     #[tokio::test]
