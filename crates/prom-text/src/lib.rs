@@ -5,8 +5,15 @@
 //! of every scrape, so this crate:
 //! - parses into slices of the received bytes ([`parse`]), never allocating per
 //!   sample or per label (three flat vectors per body);
-//! - renders a relabelled copy of each exposition once ([`Rendered`]), so the
-//!   merge done per HTTP request is a sorted walk plus `memcpy` ([`merge`]);
+//! - keeps each relabelled body compactly ([`Compact`]): its values and its
+//!   identity labels, the series keys interned in a [`Shapes`] table shared
+//!   by every body with the same keys;
+//! - merges any number of them a chunk at a time ([`Merger`]), so a
+//!   response is encoded as it is sent and never held whole;
+//! - keeps the straightforward encoding beside it ([`Rendered`], each body
+//!   rendered whole, and [`merge`] into one buffer): the agent's own
+//!   families are built with it, and the tests hold the compact, streamed
+//!   path to its bytes;
 //! - never panics on input: a bad line is skipped and counted ([`ParseErrors`]),
 //!   the rest of the body survives.
 

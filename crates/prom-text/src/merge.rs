@@ -1,4 +1,6 @@
-//! Merging rendered expositions into one valid response.
+//! Merging rendered expositions into one valid response, whole: the
+//! reference for [`crate::Merger`], which writes the same bytes a chunk at
+//! a time.
 //!
 //! Each family is written once: one HELP, one TYPE, then the sample lines of
 //! every part that has it, in part order. Families come out sorted by name,
