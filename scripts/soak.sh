@@ -48,7 +48,8 @@ target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_direc
 agent_bin=$target/release/kata-pulse
 sim_bin=$target/release/kata-sim
 
-work=$(mktemp -d)
+# Short: a sandbox socket path must fit the 108-byte unix address limit.
+work=$(mktemp -d /tmp/ks.XXXX)
 [ -n "$out" ] || out=$work/out
 mkdir -p "$out"
 pids=()

@@ -2,7 +2,8 @@
 //! each rendered with its own sandbox id, merged as `/metrics` does: the
 //! response re-parses with zero errors, one HELP and TYPE per family,
 //! families sorted, type conflicts cost only their family. Once with every
-//! family and once through a `filter_family`-like prefix filter.
+//! family and once through a `filter_family`-like prefix filter. The
+//! compact encoding streamed in chunks gives the same bytes.
 
 #![no_main]
 
@@ -48,4 +49,25 @@ fuzz_target!(|data: &[u8]| {
     all.extend(parts.iter());
     oracle::check_merge(&all, &|_| true);
     oracle::check_merge(&all, &|name| name.starts_with(['a', 'k', 'x']));
+    // The compact encoding, streamed in chunks of an input-chosen size,
+    // writes exactly the same bytes.
+    let bodies: Vec<oracle::Labelled<'_>> = data
+        .split(|b| *b == SEPARATOR)
+        .take(MAX_PARTS)
+        .zip(&ids)
+        .map(|(body, id)| {
+            (
+                body,
+                [
+                    ("sandbox_id", id.as_str()),
+                    ("cri_uid", "u\"\\\n"),
+                    ("cri_name", ""),
+                    ("cri_namespace", "ns"),
+                ],
+            )
+        })
+        .collect();
+    let chunk = 1 + data.len() % 977;
+    oracle::check_compact_stream(&bodies, &own, &|_| true, chunk);
+    oracle::check_compact_stream(&bodies, &own, &|name| name.starts_with(['a', 'k']), chunk);
 });
