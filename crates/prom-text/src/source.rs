@@ -2,8 +2,6 @@
 //! sample lines. Implemented by both encodings ([`crate::Rendered`],
 //! [`crate::Compact`]), so one response can mix them.
 
-use std::sync::Arc;
-
 use crate::MetricType;
 
 /// One family of a [`Source`], as the merge sees it.
@@ -36,18 +34,6 @@ pub trait Source {
 }
 
 impl<T: Source + ?Sized> Source for &T {
-    fn family_count(&self) -> usize {
-        (**self).family_count()
-    }
-    fn family(&self, i: usize) -> FamilyInfo<'_> {
-        (**self).family(i)
-    }
-    fn write_family(&self, i: usize, out: &mut Vec<u8>) {
-        (**self).write_family(i, out)
-    }
-}
-
-impl<T: Source + ?Sized> Source for Arc<T> {
     fn family_count(&self) -> usize {
         (**self).family_count()
     }

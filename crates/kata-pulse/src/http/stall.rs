@@ -34,8 +34,13 @@ impl<S> StallGuard<S> {
         }
     }
 
-    /// `pending` from the inner stream: starts (or checks) the stall timer.
-    fn on_pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    /// What a write-side call of the inner stream gave: ready resets the
+    /// stall timer, pending starts (or checks) it.
+    fn guard<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
         let limit = self.limit;
         let timer = self
             .stalled
@@ -66,23 +71,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.on_pending(cx),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.guard(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.on_pending(cx),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.guard(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -94,13 +89,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.on_pending(cx),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.guard(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
