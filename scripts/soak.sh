@@ -15,7 +15,7 @@
 #   --churn C      sandboxes replaced per minute (default 60)
 #   --out DIR      keep the samples and logs there (default: a temporary folder)
 # Environment: AGENT_ENV, e.g. AGENT_ENV="MALLOC_ARENA_MAX=8", is set for
-# the agent only. No CRI runtime runs: the labeller's failed calls are
+# the agent only; AGENT_BIN runs another agent binary than the release build. No CRI runtime runs: the labeller's failed calls are
 # expected and reported apart. Needs curl.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -45,11 +45,12 @@ done
 
 cargo build --release -q -p kata-pulse -p kata-sim
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-agent_bin=$target/release/kata-pulse
+agent_bin=${AGENT_BIN:-$target/release/kata-pulse}
 sim_bin=$target/release/kata-sim
 
-# Short: a sandbox socket path must fit the 108-byte unix address limit.
-work=$(mktemp -d /tmp/ks.XXXX)
+# Short: a socket path (root, 64-character id, shim-monitor.sock) must fit
+# the 108 bytes of a unix socket address for kata-sim.
+work=$(mktemp -d /tmp/soak.XXXX)
 [ -n "$out" ] || out=$work/out
 mkdir -p "$out"
 pids=()

@@ -84,6 +84,9 @@ ALLOWED = {
     # checked against its usage below. The property tests it mentions are
     # part of `cargo test --workspace`, which scripts/test.sh runs.
     r"scripts/fuzz\.sh( |$)": "runs for minutes; its arguments are checked",
+    # The soak runs for an hour (docs/operations.md records its runs); its
+    # flags are checked against its usage below.
+    r"scripts/soak\.sh( |$)": "runs for up to an hour; its flags are checked",
     r"cargo test -p prom-text( |$)": "part of cargo test --workspace in scripts/test.sh",
     # No Docker, systemd or remote Helm repository on a test machine; the
     # systemd unit is verified offline by scripts/test.sh (systemd-analyze).
@@ -578,15 +581,27 @@ def check_build_image_flags(cmd, argv):
             assert re.search(rf"^#\s+{re.escape(a)}\b", usage, re.M), f"build-image.sh has no {a}: {cmd}"
 
 
+def check_soak_flags(cmd, argv):
+    """Each --flag of `scripts/soak.sh` is in its usage, with a number."""
+    usage = (ROOT / "scripts" / "soak.sh").read_text()
+    args = argv[1:]
+    for i, a in enumerate(args):
+        if a.startswith("--"):
+            assert re.search(rf"^#\s+{re.escape(a)} ", usage, re.M), f"soak.sh has no {a}: {cmd}"
+            value = args[i + 1] if i + 1 < len(args) else ""
+            assert a == "--out" or value.isdigit(), f"{a} needs a whole number: {cmd}"
+
+
 def check_fuzz_args(cmd, argv):
     """`scripts/fuzz.sh [TARGET] [SECONDS]` with a target it knows."""
     usage = (ROOT / "scripts" / "fuzz.sh").read_text()
-    known = re.search(r"^\s+parse \| roundtrip \| merge\)", usage, re.M)
+    targets = ("parse", "roundtrip", "merge", "shim_response", "cri_mapping")
+    known = re.search(r"^\s+" + r" \| ".join(targets) + r"\)", usage, re.M)
     assert known, "scripts/fuzz.sh no longer lists its targets as expected"
     args = argv[1:]
     assert len(args) <= 2, f"scripts/fuzz.sh takes [TARGET] [SECONDS]: {cmd}"
     if args:
-        assert args[0] in ("all", "parse", "roundtrip", "merge"), f"unknown fuzz target: {cmd}"
+        assert args[0] in ("all", *targets), f"unknown fuzz target: {cmd}"
     if len(args) == 2:
         assert args[1].isdigit() and int(args[1]) > 0, f"SECONDS must be a positive number: {cmd}"
 
@@ -635,6 +650,8 @@ def check_segment(cmd, argv, text, request):
                 check_build_image_flags(cmd, argv)
             if pattern.startswith("scripts/fuzz"):
                 check_fuzz_args(cmd, argv)
+            if pattern.startswith("scripts/soak"):
+                check_soak_flags(cmd, argv)
             return
     prog = argv[0]
     if prog == "helm":

@@ -5,6 +5,7 @@
 //! `exposition` parses each body once for the `views` (raw re-export,
 //! cAdvisor, host cost) and `http` serves the merge.
 
+pub mod allocator;
 pub mod collect;
 pub mod config;
 pub mod cri;

@@ -458,6 +458,18 @@ mod tests {
         }
     }
 
+    /// The fuzz target's finding (`corpus/regressions/
+    /// shim-close-before-head-resumed.bin`, found against a build without
+    /// the fix): a status out of range with a mangled header, streamed.
+    #[tokio::test]
+    async fn the_fuzzed_answer_that_resumed_a_completed_connection() {
+        let client = ShimClient::new(Duration::from_secs(1), 256);
+        let answer = b"HTTP/1.1 600 OKtent-th\xff;TTsa\n\r\n";
+        if let Ok((_, Some(task))) = client.open_streaming(answering(answer), "/").await {
+            task.await.expect("the connection task panicked");
+        }
+    }
+
     /// Every byte sequence a shim may send ends in a response or an error
     /// within the cap (the fuzz target's property, on a few fixed cases).
     #[tokio::test]
