@@ -10,9 +10,9 @@
 //! Written out, both give the same bytes.
 
 use std::borrow::Cow;
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -25,7 +25,7 @@ use crate::MetricType;
 
 /// The keys of one relabelled body: families sorted by name, and for each
 /// series the text before and after the identity labels.
-#[derive(Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Shape {
     buf: Vec<u8>,
     families: Vec<ShapeFamily>,
@@ -34,7 +34,7 @@ pub struct Shape {
     too_many_labels: u32,
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq)]
 struct ShapeFamily {
     name: Range<u32>,
     help: Option<Range<u32>>,
@@ -44,7 +44,7 @@ struct ShapeFamily {
 
 /// `buf[start..mid]` is written before the identity labels, `buf[mid..end]`
 /// after them.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq)]
 struct SeriesKey {
     start: u32,
     mid: u32,
@@ -85,17 +85,56 @@ impl Shape {
         self.duplicate_families += u32::try_from(before - self.families.len()).unwrap_or(u32::MAX);
     }
 
-    fn fingerprint(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
+    /// Picks the table bucket; equality is always checked in full. Read a
+    /// word at a time (SipHash over the whole shape cost as much as the
+    /// rest of encoding a body), from a seed chosen per table so a body
+    /// cannot aim at the same bucket as another's.
+    fn fingerprint(&self, seed: u64) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+        let mut h = mix(seed, self.buf.len() as u64);
+        let words = self.buf.chunks_exact(8);
+        let mut tail = [0u8; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        for w in words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = mix(h, u64::from_le_bytes(b));
+        }
+        h = mix(h, u64::from_le_bytes(tail));
+        for f in &self.families {
+            h = mix(h, u64::from(f.name.start) << 32 | u64::from(f.series.end));
+        }
+        for k in &self.series {
+            h = mix(h, u64::from(k.mid) << 32 | u64::from(k.end));
+        }
+        h
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.buf.shrink_to_fit();
+        self.families.shrink_to_fit();
+        self.series.shrink_to_fit();
     }
 }
 
 /// The table of shapes in use; shapes nobody holds any more are forgotten.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shapes {
     table: Mutex<Table>,
+    seed: u64,
+}
+
+impl Default for Shapes {
+    fn default() -> Shapes {
+        // RandomState's keys are random per process; hashing nothing with
+        // them gives a random seed without another dependency.
+        let seed = RandomState::new().build_hasher().finish();
+        Shapes {
+            table: Mutex::default(),
+            seed,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -114,8 +153,8 @@ impl Shapes {
     }
 
     /// The shared shape equal to `shape`, or `shape` itself, now shared.
-    fn intern(&self, shape: Shape) -> Arc<Shape> {
-        let fp = shape.fingerprint();
+    fn intern(&self, mut shape: Shape) -> Arc<Shape> {
+        let fp = shape.fingerprint(self.seed);
         // A poisoned lock only means another thread panicked while holding
         // it; the table is still consistent (entries are only added or
         // removed whole).
@@ -129,6 +168,8 @@ impl Shapes {
         {
             return found;
         }
+        // Only a shape that is kept is worth its copy to exact size.
+        shape.shrink_to_fit();
         let shared = Arc::new(shape);
         bucket.push(Arc::downgrade(&shared));
         table.since_sweep += 1;
@@ -255,9 +296,6 @@ impl Compact {
             }
         });
         shape.sort_and_dedup();
-        shape.buf.shrink_to_fit();
-        shape.families.shrink_to_fit();
-        shape.series.shrink_to_fit();
         values.shrink_to_fit();
         ends.shrink_to_fit();
         Compact {

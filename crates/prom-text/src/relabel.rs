@@ -29,6 +29,9 @@ pub(crate) struct Line<'w, 'a> {
     pub labels: &'w [Label<'a>],
     /// `le` of a histogram bucket, `quantile` of a summary: written last.
     pub special: Option<&'static str>,
+    /// Whether a label has the name of an appended one (rare: then the
+    /// `exported_` rules apply).
+    clashes: bool,
 }
 
 /// Walks the families `action` keeps and their samples, as they would be
@@ -53,10 +56,15 @@ pub(crate) fn walk<'w, 'a>(
                 _ => None,
             };
             let labels = exp.labels_of(sample);
-            let shadowed = labels
-                .iter()
-                .filter(|l| Some(l.name) != special && shadowed_by_exported(labels, l, extra))
-                .count();
+            let clashes = labels.iter().any(|l| extra.contains(&l.name));
+            let shadowed = if clashes {
+                labels
+                    .iter()
+                    .filter(|l| Some(l.name) != special && shadowed_by_exported(labels, l, extra))
+                    .count()
+            } else {
+                0
+            };
             if labels.len() - shadowed + extra.len() > MAX_LABELS {
                 on(Event::TooManyLabels);
                 continue;
@@ -66,6 +74,7 @@ pub(crate) fn walk<'w, 'a>(
                 sample,
                 labels,
                 special,
+                clashes,
             }));
         }
         on(Event::End);
@@ -79,14 +88,15 @@ impl Line<'_, '_> {
     pub fn write_own_labels(&self, buf: &mut Vec<u8>, extra: &[&str]) -> bool {
         let mut any = false;
         for l in self.labels.iter().filter(|l| Some(l.name) != self.special) {
-            if shadowed_by_exported(self.labels, l, extra) {
+            let renamed = self.clashes && extra.contains(&l.name);
+            if renamed && shadowed_by_exported(self.labels, l, extra) {
                 continue;
             }
             if any {
                 buf.push(b',');
             }
             any = true;
-            if extra.contains(&l.name) {
+            if renamed {
                 buf.extend_from_slice(b"exported_");
             }
             write_label(buf, l.name, l.value);
