@@ -20,3 +20,23 @@ pub fn limit_arenas() {
         libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
     }
 }
+
+/// How often memory freed since is handed back to the kernel.
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hands the free pages of glibc's heaps back to the kernel every
+/// [`TRIM_EVERY`]: a scrape parses every body and frees it all again, and
+/// without this the peak of the last scrape stays in RSS until the next.
+pub async fn trim_periodically() {
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        // It walks the heaps (about a millisecond): off the async workers.
+        let _ = tokio::task::spawn_blocking(|| {
+            // SAFETY: malloc_trim only returns free memory to the kernel.
+            unsafe { libc::malloc_trim(0) };
+        })
+        .await;
+    }
+}
