@@ -252,6 +252,16 @@ impl Node {
             .map(|e| (e.shim.requests(), e.shim.scrapes()))
     }
 
+    /// Requests and `/metrics` scrapes served by each current sandbox's shim so far, in
+    /// creation order: one lock for the whole node, so a benchmark can tell how often an
+    /// agent asked every shim without a walk of the node per sandbox.
+    pub async fn shim_counts(&self) -> Vec<(String, u64, u64)> {
+        let map = self.inner.sandboxes.lock().await;
+        map.values()
+            .map(|e| (e.info.id.clone(), e.shim.requests(), e.shim.scrapes()))
+            .collect()
+    }
+
     /// Stops churn and removes every sandbox (and CRI pod), emitting `removed` events.
     pub async fn shutdown(mut self) -> Result<()> {
         self.shutdown_ref().await;

@@ -114,6 +114,14 @@ async fn faults_by_index_and_id() {
         200
     );
     assert_eq!(node.shim_counters(&l[0].id).await, Some((1, 1)));
+    get(&l[0].socket, "/metrics").await.unwrap();
+    get(&l[0].socket, "/nope").await.unwrap();
+    let counts = node.shim_counts().await;
+    let ids: Vec<&str> = l.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(counts.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ids);
+    // The 404 is a request but no scrape; the hanging shim read its request.
+    let numbers: Vec<(u64, u64)> = counts.iter().map(|c| (c.1, c.2)).collect();
+    assert_eq!(numbers, vec![(3, 2), (1, 0), (1, 0)]);
     assert_eq!(
         node.resolve(&SandboxSelector::Index(2)).await.as_deref(),
         Some(l[2].id.as_str())
