@@ -114,8 +114,8 @@ async fn faults_by_index_and_id() {
         200
     );
     assert_eq!(node.shim_counters(&l[0].id).await, Some((1, 1)));
-    get(&l[0].socket, "/metrics").await.unwrap();
-    get(&l[0].socket, "/nope").await.unwrap();
+    shim_get(&l[0].socket, "/metrics").await.unwrap();
+    shim_get(&l[0].socket, "/nope").await.unwrap();
     let counts = node.shim_counts().await;
     let ids: Vec<&str> = l.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(counts.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ids);
