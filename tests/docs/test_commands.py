@@ -91,6 +91,12 @@ ALLOWED = {
     # A release build and minutes of measurement; clippy --all-targets in
     # scripts/test.sh compiles the bench, docs/benchmarks.md records runs.
     r"cargo bench -p kata-pulse --bench pipeline$": "a benchmark of minutes; compiled by clippy",
+    # The end-to-end benchmark builds release agents and runs for many
+    # minutes (docs/benchmarks.md records its runs); the options are checked
+    # against the script's usage and kata-bench --help below. A smoke test
+    # of kata-bench (crates/bench/tests/smoke.rs) is part of cargo test.
+    r"scripts/bench\.sh( |$)": "builds release agents and runs for minutes; its options are checked",
+    r"(\./)?target/release/kata-bench( |$)": "runs for minutes against release agents; its flags are checked",
     # No Docker, systemd or remote Helm repository on a test machine; the
     # systemd unit is verified offline by scripts/test.sh (systemd-analyze).
     r"docker run ": "needs a Docker daemon",
@@ -595,6 +601,30 @@ def check_soak_flags(cmd, argv):
             assert a == "--out" or value.isdigit(), f"{a} needs a whole number: {cmd}"
 
 
+def check_bench_script_args(cmd, argv):
+    """`scripts/bench.sh` options must be the ones its usage lists; what
+    follows `--` goes to kata-bench and is checked as its flags."""
+    usage = (ROOT / "scripts" / "bench.sh").read_text()
+    args = argv[1:]
+    rest = args[args.index("--") + 1 :] if "--" in args else []
+    for a in args[: len(args) - len(rest)]:
+        if a.startswith("-") and a != "--":
+            assert re.search(rf"^#\s+{re.escape(a)}\b", usage, re.M), f"scripts/bench.sh has no {a}: {cmd}"
+    check_bench_flags(cmd, ["kata-bench", *rest])
+
+
+def check_bench_flags(cmd, argv):
+    """Every --flag given to kata-bench is one its --help lists."""
+    exe = BIN_DIR / "kata-bench"
+    if not exe.is_file():
+        pytest.skip(f"kata-bench is not built in {BIN_DIR}")
+    help_text = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for a in argv[1:]:
+        if a.startswith("--"):
+            flag = a.split("=", 1)[0]
+            assert re.search(rf"^\s+{re.escape(flag)}\b", help_text, re.M), f"kata-bench has no {flag}: {cmd}"
+
+
 def check_fuzz_args(cmd, argv):
     """`scripts/fuzz.sh [TARGET] [SECONDS]` with a target it knows."""
     usage = (ROOT / "scripts" / "fuzz.sh").read_text()
@@ -655,6 +685,10 @@ def check_segment(cmd, argv, text, request):
                 check_fuzz_args(cmd, argv)
             if pattern.startswith("scripts/soak"):
                 check_soak_flags(cmd, argv)
+            if pattern.startswith("scripts/bench"):
+                check_bench_script_args(cmd, argv)
+            if "kata-bench" in pattern:
+                check_bench_flags(cmd, argv)
             return
     prog = argv[0]
     if prog == "helm":

@@ -149,6 +149,9 @@ async fn run(cli: Cli) -> Result<()> {
             let log = logs.join(format!("{}-{n}-sustained.log", spec.name));
             let mut agent = Agent::start(spec, &node, Interval(5), &log)?;
             agent.wait_ready(&node, Duration::from_secs(180)).await?;
+            if spec.kind == agent::Kind::Legacy {
+                bench::wait_for_samples(&agent).await?;
+            }
             let r = sustained::run(&agent, cli.sustained, 2.0, 15).await?;
             agent.stop().await;
             sustained.push((spec.name.clone(), n, cli.sustained, r));

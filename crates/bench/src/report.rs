@@ -71,7 +71,7 @@ fn scrapes(s: &mut String, outcomes: &[Outcome]) {
         "### Scrapes\n\n\
          *cached*: results reused (inside the reuse window); *fresh*: every shim asked. \
          Wall time per scrape (all scrapes); agent CPU per scrape: mean, and the range over \
-         rounds (a round's CPU over its scrapers; /proc counts in 10 ms ticks).\n\n\
+         rounds (a round's CPU over its scrapers), from the agent's threads' run time in /proc.\n\n\
          | agent | N | series | results | encoding | scrapers | wall median ms | wall p99 ms | wall min–max | CPU/scrape ms | CPU min–max | shim requests/scrape | response MB |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -86,7 +86,10 @@ fn scrapes(s: &mut String, outcomes: &[Outcome]) {
                 o.n,
                 o.samples,
                 if r.fresh { "fresh" } else { "cached" },
-                r.series.encoding,
+                match (r.gzip, r.series.encoding.as_str()) {
+                    (true, "identity") => "identity (gzip asked)".to_string(),
+                    (_, e) => e.to_string(),
+                },
                 r.width,
                 ms(w.median),
                 ms(w.p99),
@@ -153,10 +156,11 @@ fn single_flight(s: &mut String, outcomes: &[Outcome]) {
     s.push_str(
         "### Concurrent fresh scrapes\n\n\
          10 gzip scrapes sent at once after the reuse window passed, repeated: requests each \
-         shim got per round (exactly 1 is the target), and the slowest of the 10 against the \
-         median fresh sequential gzip scrape (target: at most 1.3×).\n\n\
-         | agent | N | scrapers | requests per shim per round | slowest, median ms | range ms | one fresh gzip scrape ms | ratio |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         shim got per round (exactly 1 is the target while a round lasts less than the \
+         window), and the slowest of the 10 against the median fresh sequential gzip scrape \
+         (target: at most 1.3×).\n\n\
+         | agent | N | scrapers | window s | requests per shim per round | slowest, median ms | range ms | one fresh gzip scrape ms | ratio |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for o in with {
         let Some(f) = &o.single_flight else { continue };
@@ -166,10 +170,11 @@ fn single_flight(s: &mut String, outcomes: &[Outcome]) {
             .unwrap_or(f64::NAN);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}–{} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {}–{} | {} | {} | {} | {:.2} |",
             o.agent,
             o.n,
             f.width,
+            f.window.as_secs(),
             f.per_shim_min,
             f.per_shim_max,
             ms(f.slowest.median),

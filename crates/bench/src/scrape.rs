@@ -123,6 +123,8 @@ pub struct SingleFlight {
     pub per_shim_max: u64,
     /// Slowest scrape of each round, in ms.
     pub slowest: Summary,
+    /// The agent's reuse window.
+    pub window: Duration,
 }
 
 pub async fn single_flight(
@@ -155,6 +157,7 @@ pub async fn single_flight(
         per_shim_min: if lo == u64::MAX { 0 } else { lo },
         per_shim_max: hi,
         slowest: Summary::of_millis(&slowest),
+        window: pause.saturating_sub(Duration::from_millis(200)),
     })
 }
 

@@ -71,7 +71,8 @@ fn three_sandboxes_every_phase() {
     );
 
     let flight = row(&text, "| today | 3 | 10 | ");
-    assert_eq!(flight[3], "1–1", "10 concurrent scrapes ask each shim once");
+    assert_eq!(flight[3], "5", "against the default window");
+    assert_eq!(flight[4], "1–1", "10 concurrent scrapes ask each shim once");
 
     let memory = row(&text, "| today | 3 | 3 | ");
     let idle: f64 = memory[4].parse().unwrap();
