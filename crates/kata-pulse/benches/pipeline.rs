@@ -171,7 +171,7 @@ fn main() {
             let _ = std::fs::write(format!("{dir}/merged-{n}.prom"), out);
         }
         println!(
-            "\n### N = {n} ({:.1} MB of shim input, {:.1} MB out, {:.2} MB gzip; {} shapes)\n",
+            "\n### N = {n} ({:.1} MB of shim input, {:.1} MB out, {:.2} MB gzip; {} family shapes)\n",
             input as f64 / 1e6,
             text as f64 / 1e6,
             zipped as f64 / 1e6,

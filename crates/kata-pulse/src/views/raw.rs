@@ -308,6 +308,8 @@ mod same_bytes {
                 ("d", GO.to_vec(), Some(meta("four"))),
             ],
         );
-        assert!(view.shapes.len() <= 5, "{} shapes", view.shapes.len());
+        // Families are shared across the bodies: far fewer shapes than
+        // families written (about 100 per body, 9 bodies).
+        assert!(view.shapes.len() < 300, "{} shapes", view.shapes.len());
     }
 }
