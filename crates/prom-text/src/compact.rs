@@ -8,7 +8,7 @@
 //! sandbox's own things (a guest filesystem's mount path holds its
 //! container's id). Stored as [`crate::Rendered`], each sandbox held its
 //! full text with the identity labels repeated on every line (about 140 KB
-//! for a Go shim); as [`Compact`] it holds the values (about 10 KB), a
+//! for a Go shim); as [`Compact`] it holds the values (about 4 KB), a
 //! reference per family, and the keys of the families that are its own.
 //! Written out, both give the same bytes.
 
