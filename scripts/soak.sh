@@ -88,6 +88,13 @@ curl -fs -o /dev/null "$url/readyz" || { echo "agent not ready" >&2; cat "$out/a
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$agent/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$agent/status"; }
+# The malloc heap (kata_pulse_heap_bytes): in use and free, in KiB, so a
+# drift of the RSS can be told apart: the agent's data or the allocator.
+heap_kib() {
+    curl -s --max-time 30 "$url/metrics?filter_family=kata_pulse_heap_bytes" |
+        awk '/^kata_pulse_heap_bytes\{state="in_use"\}/ { u = $NF } /^kata_pulse_heap_bytes\{state="free"\}/ { f = $NF }
+             END { printf "%d,%d", u / 1024, f / 1024 }'
+}
 
 # The load: one scrape every 1/rate s, each in the background so a slow
 # one does not lower the rate; status codes in codes.log.
@@ -101,13 +108,13 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$agent/status"; }
 pids+=($!)
 
 echo "soak: $sandboxes sandboxes, churn $churn/min, $rate scrapes/s, ${seconds}s (warm-up ${warmup}s); samples in $out/samples.csv"
-echo "seconds,rss_kib,open_fds,cpu_seconds" >"$out/samples.csv"
+echo "seconds,rss_kib,open_fds,cpu_seconds,heap_in_use_kib,heap_free_kib" >"$out/samples.csv"
 start=$(date +%s)
 cpu_at_warm="" scrapes_at_warm=""
 while :; do
     now=$(( $(date +%s) - start ))
     kill -0 "$agent" 2>/dev/null || { echo "the agent died" >&2; tail -n 20 "$out/agent.log" >&2; exit 1; }
-    echo "$now,$(rss_kib),$(find "/proc/$agent/fd" -mindepth 1 -maxdepth 1 | wc -l),$(awk -v t="$(cpu_ticks)" -v h="$ticks" 'BEGIN { printf "%.2f", t / h }')" >>"$out/samples.csv"
+    echo "$now,$(rss_kib),$(find "/proc/$agent/fd" -mindepth 1 -maxdepth 1 | wc -l),$(awk -v t="$(cpu_ticks)" -v h="$ticks" 'BEGIN { printf "%.2f", t / h }'),$(heap_kib)" >>"$out/samples.csv"
     if [ -z "$cpu_at_warm" ] && [ "$now" -ge "$warmup" ]; then
         cpu_at_warm=$(cpu_ticks)
         scrapes_at_warm=$(wc -l <"$out/codes.log")
@@ -124,10 +131,11 @@ sum() { awk -v f="$1" '$1 ~ "^"f"([{ ]|$)" { n += $NF } END { printf "%d", n }' 
 awk -F, -v warm="$warm_at" -v ticks="$ticks" \
     -v cpu0="$cpu_at_warm" -v cpu1="$cpu_end" -v s0="$scrapes_at_warm" -v s1="$scrapes_end" '
     NR == 1 { next }
-    $1 >= warm && !w { w = $2; fmin = $3; fmax = $3 }
-    $1 >= warm { if ($2 > rmax) rmax = $2; if ($3 < fmin) fmin = $3; if ($3 > fmax) fmax = $3; last = $2 }
+    $1 >= warm && !w { w = $2; fmin = $3; fmax = $3; u0 = $5; f0 = $6 }
+    $1 >= warm { if ($2 > rmax) rmax = $2; if ($3 < fmin) fmin = $3; if ($3 > fmax) fmax = $3; last = $2; u1 = $5; f1 = $6 }
     END {
         printf "RSS after warm-up %.1f MiB, max %.1f MiB, final %.1f MiB: drift %+.1f%%\n", w / 1024, rmax / 1024, last / 1024, (last - w) * 100 / w
+        printf "heap in use %.1f to %.1f MiB, free in the heap %.1f to %.1f MiB\n", u0 / 1024, u1 / 1024, f0 / 1024, f1 / 1024
         printf "open fds after warm-up: %d to %d\n", fmin, fmax
         n = s1 - s0
         if (n > 0) printf "CPU per scrape: %.1f ms (%d scrapes after warm-up)\n", (cpu1 - cpu0) * 1000 / ticks / n, n

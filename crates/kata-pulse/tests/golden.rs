@@ -44,11 +44,12 @@ const NODE: [(&str, Flavour, u64); 3] = [
 ];
 
 /// Families whose values depend on the machine or on timing.
-const VARYING: [&str; 9] = [
+const VARYING: [&str; 10] = [
     "kata_monitor_process_",
     "kata_monitor_scrape_durations_histogram_milliseconds",
     "kata_pulse_shim_scrape_duration_seconds",
     "kata_pulse_scrape_cache_bytes",
+    "kata_pulse_heap_bytes",
     "kata_pulse_cri_requests_total",
     "kata_pulse_discovery_rescans_total",
     "kata_pulse_discovery_watch_errors_total",
