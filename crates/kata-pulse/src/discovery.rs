@@ -37,6 +37,9 @@ const FULL_RESCAN: Duration = Duration::from_secs(30);
 const EVENT_QUEUE: usize = 4096;
 
 /// Counters for the agent's own metrics.
+/// The reasons of a refusal, in the order of [`DiscoveryStats::refused_now`].
+pub const REFUSAL_REASONS: [&str; 3] = ["hard_link", "not_socket", "symlink"];
+
 #[derive(Debug, Default)]
 pub struct DiscoveryStats {
     pub added: AtomicU64,
@@ -49,6 +52,9 @@ pub struct DiscoveryStats {
     pub refused_symlink: AtomicU64,
     pub refused_hard_link: AtomicU64,
     pub refused_not_socket: AtomicU64,
+    /// Paths refused now, by [`REFUSAL_REASONS`]: what an alert can watch
+    /// (the counters above only grow).
+    pub refused_now: [AtomicU64; 3],
     /// True once every root was scanned once (or found missing).
     pub initial_scan_done: AtomicBool,
     /// Roots that do not exist (yet): no sandbox of that runtime has run.
@@ -104,11 +110,11 @@ pub async fn run_with_rescan(
     let mut d = Discovery {
         roots,
         registry,
-        stats,
+        stats: stats.clone(),
         watcher,
         watched_roots: HashMap::new(),
         watched_dirs: HashSet::new(),
-        refused: HashMap::new(),
+        refused: Refusals::new(stats.clone()),
     };
     d.scan_all();
     d.stats.initial_scan_done.store(true, Ordering::Release);
@@ -160,9 +166,48 @@ struct Discovery {
     /// Watched roots and the (device, inode) of the folder watched.
     watched_roots: HashMap<PathBuf, (u64, u64)>,
     watched_dirs: HashSet<PathBuf>,
-    /// Paths refused and why, so each is logged and counted once while it
-    /// stays as it is.
-    refused: HashMap<PathBuf, &'static str>,
+    refused: Refusals,
+}
+
+/// Paths refused and why, so each is logged and counted once while it
+/// stays as it is; every change is published in the stats' `refused_now`.
+struct Refusals {
+    paths: HashMap<PathBuf, &'static str>,
+    stats: Arc<DiscoveryStats>,
+}
+
+impl Refusals {
+    fn new(stats: Arc<DiscoveryStats>) -> Self {
+        Refusals {
+            paths: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// Records `path` as refused for `why`; false if it already was.
+    fn insert(&mut self, path: &Path, why: &'static str) -> bool {
+        let new = self.paths.insert(path.to_path_buf(), why) != Some(why);
+        self.publish();
+        new
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if self.paths.remove(path).is_some() {
+            self.publish();
+        }
+    }
+
+    fn forget_under(&mut self, root: &Path) {
+        self.paths.retain(|p, _| !p.starts_with(root));
+        self.publish();
+    }
+
+    fn publish(&self) {
+        for (reason, now) in REFUSAL_REASONS.iter().zip(&self.stats.refused_now) {
+            let n = self.paths.values().filter(|why| *why == reason).count();
+            now.store(n as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 fn identity(path: &Path) -> Option<(u64, u64)> {
@@ -259,7 +304,22 @@ impl Discovery {
             seen.insert(name.clone());
             self.evaluate(&root, &name);
         }
-        for id in self.registry.ids_in_root(&root.path) {
+        // What is known under this root but no longer listed: sandboxes,
+        // watched folders and refusals (a rescan without inotify must drop
+        // those too, or they would outlive their entries).
+        let id_of = |p: &Path| {
+            let rel = p.strip_prefix(&root.path).ok()?;
+            rel.components()
+                .next()?
+                .as_os_str()
+                .to_str()
+                .map(String::from)
+        };
+        let mut gone: BTreeSet<String> =
+            self.registry.ids_in_root(&root.path).into_iter().collect();
+        gone.extend(self.watched_dirs.iter().filter_map(|d| id_of(d)));
+        gone.extend(self.refused.paths.keys().filter_map(|p| id_of(p)));
+        for id in gone {
             if !seen.contains(&id) {
                 self.evaluate(&root, &id);
             }
@@ -277,7 +337,7 @@ impl Discovery {
             self.remove(root, &id);
         }
         self.watched_dirs.retain(|d| !d.starts_with(root));
-        self.refused.retain(|p, _| !p.starts_with(root));
+        self.refused.forget_under(root);
         watched
     }
 
@@ -371,7 +431,7 @@ impl Discovery {
 
     /// Logs and counts `path` as refused, once while the reason holds.
     fn refuse(&mut self, path: &Path, id: &str, why: &'static str) {
-        if self.refused.insert(path.to_path_buf(), why) == Some(why) {
+        if !self.refused.insert(path, why) {
             return;
         }
         let counter = match why {
@@ -468,7 +528,7 @@ mod tests {
             watcher: notify::recommended_watcher(|_: notify::Result<notify::Event>| {}).ok(),
             watched_roots: HashMap::new(),
             watched_dirs: HashSet::new(),
-            refused: HashMap::new(),
+            refused: Refusals::new(stats.clone()),
         };
         d.scan_all();
         let _a = make_sandbox(&root, "aaa");
@@ -534,7 +594,7 @@ mod tests {
             watcher: None,
             watched_roots: HashMap::new(),
             watched_dirs: HashSet::new(),
-            refused: HashMap::new(),
+            refused: Refusals::new(stats.clone()),
         };
         for _ in 0..3 {
             d.scan_all();
@@ -549,12 +609,15 @@ mod tests {
             ]
         };
         assert_eq!(counts(&stats), [2, 1, 1]);
+        let now = |s: &DiscoveryStats| s.refused_now.each_ref().map(|n| n.load(Ordering::Relaxed));
+        assert_eq!(now(&stats), [1, 1, 2], "hard link, non-socket, symlinks");
 
         // Put right, then wrong again: counted anew.
         std::fs::remove_file(root.join("hard").join(SHIM_SOCKET)).unwrap();
         let _fixed = UnixListener::bind(root.join("hard").join(SHIM_SOCKET)).unwrap();
         d.scan_all();
         assert!(d.registry.get("hard").is_some());
+        assert_eq!(now(&stats), [0, 1, 2]);
         std::fs::remove_file(root.join("hard").join(SHIM_SOCKET)).unwrap();
         std::fs::hard_link(
             elsewhere.join("cri.sock"),
@@ -563,6 +626,13 @@ mod tests {
         .unwrap();
         d.scan_all();
         assert!(d.registry.get("hard").is_none());
+        assert_eq!(counts(&stats), [2, 2, 1]);
+
+        // Gone: no longer refused, though still counted.
+        std::fs::remove_file(root.join("symdir")).unwrap();
+        std::fs::remove_dir_all(root.join("file")).unwrap();
+        d.scan_all();
+        assert_eq!(now(&stats), [1, 0, 1]);
         assert_eq!(counts(&stats), [2, 2, 1]);
     }
 

@@ -215,6 +215,10 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     ] {
         r.sample("", &[("reason", reason)], load(n));
     }
+    f::KATA_PULSE_DISCOVERY_REFUSED.begin(r);
+    for (reason, n) in crate::discovery::REFUSAL_REASONS.iter().zip(&d.refused_now) {
+        r.sample("", &[("reason", reason)], load(n));
+    }
     f::KATA_PULSE_PANICS_TOTAL.begin(r);
     r.sample("", &[], load(&incidents::PANICS));
     f::KATA_PULSE_TASK_RESTARTS_TOTAL.begin(r);

@@ -313,8 +313,13 @@ fn long_ids_are_scraped_links_are_refused() {
         assert_eq!(agent.get(&format!("/metrics?sandbox={id}")).status, 404);
     }
     for (reason, n) in [("symlink", 2.0), ("hard_link", 1.0), ("not_socket", 0.0)] {
-        let series = format!("kata_pulse_discovery_refused_total{{reason=\"{reason}\"}}");
-        assert_eq!(value(&metrics, &series), Some(n), "{series}");
+        for family in [
+            "kata_pulse_discovery_refused_total",
+            "kata_pulse_discovery_refused",
+        ] {
+            let series = format!("{family}{{reason=\"{reason}\"}}");
+            assert_eq!(value(&metrics, &series), Some(n), "{series}");
+        }
     }
     let log = agent.log_text();
     assert!(log.contains(r#""reason":"hard_link""#), "{log}");

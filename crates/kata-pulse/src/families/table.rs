@@ -34,6 +34,7 @@ pub const KATA_PULSE_DISCOVERY_EVENTS_TOTAL: Desc = counter("kata_pulse_discover
 pub const KATA_PULSE_DISCOVERY_RESCANS_TOTAL: Desc = counter("kata_pulse_discovery_rescans_total", "Full rescans of the sandbox folders (periodic or after lost inotify events).", &[]);
 pub const KATA_PULSE_DISCOVERY_WATCH_ERRORS_TOTAL: Desc = counter("kata_pulse_discovery_watch_errors_total", "Folders that could not be watched with inotify (rescans cover them).", &[]);
 pub const KATA_PULSE_DISCOVERY_REFUSED_TOTAL: Desc = counter("kata_pulse_discovery_refused_total", "Sandbox folders or shim sockets not connected to: a symlink, a socket with more than one hard link, or not a socket (each counted once while it stays so).", &["reason"]);
+pub const KATA_PULSE_DISCOVERY_REFUSED: Desc = gauge("kata_pulse_discovery_refused", "Sandbox folders or shim sockets refused now, by reason (they are not connected to while they stay so).", &["reason"]);
 pub const KATA_PULSE_PANICS_TOTAL: Desc = counter("kata_pulse_panics_total", "Panics in the agent's threads and tasks (each logged as an error; none is expected).", &[]);
 pub const KATA_PULSE_TASK_RESTARTS_TOTAL: Desc = counter("kata_pulse_task_restarts_total", "Restarts of a background task that stopped (discovery, the CRI labeller).", &["task"]);
 pub const KATA_PULSE_LOG_WRITE_ERRORS_TOTAL: Desc = counter("kata_pulse_log_write_errors_total", "Log lines that could not be written (stderr closed, disk full) and were dropped.", &[]);
