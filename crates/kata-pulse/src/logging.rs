@@ -1,14 +1,20 @@
 //! Log setup: tracing to stderr, text or JSON, colours only on a terminal
 //! (container logs must not carry escape codes).
 //!
-//! Logging never stops the agent: a line that cannot be written (stderr
-//! closed because whatever read it went away, a full disk) is dropped and
-//! counted in `kata_pulse_log_write_errors_total`. tracing's own fallback
-//! for a failed write is `eprintln!`, which panics on a closed stderr; that
-//! panic once stopped the CRI labeller, and with it the agent.
+//! Logging never stops or slows the agent: a line that cannot be written
+//! (stderr closed because whatever read it went away, a full disk) is
+//! dropped and counted in `kata_pulse_log_write_errors_total`. tracing's own
+//! fallback for a failed write is `eprintln!`, which panics on a closed
+//! stderr; that panic once stopped the CRI labeller, and with it the agent.
+//! Lines are written by a thread of their own from a bounded queue: a reader
+//! that stops reading (a stuck log collector) fills the pipe, and a write to
+//! a full pipe waits; it once blocked discovery and the async workers.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::incidents::LOG_WRITE_ERRORS;
 
@@ -18,6 +24,7 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. `filter` was validated by the config.
 pub fn init(filter_text: &str, format: LogFormat) {
+    start_writer();
     let mut filter = EnvFilter::builder()
         .parse(filter_text)
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -26,7 +33,7 @@ pub fn init(filter_text: &str, format: LogFormat) {
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| DroppingStderr)
+        .with_writer(|| QueuedStderr)
         .log_internal_errors(false)
         .with_target(true);
     let result = match format {
@@ -65,6 +72,65 @@ impl Write for DroppingStderr {
         if std::io::stderr().flush().is_err() {
             LOG_WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
         }
+        Ok(())
+    }
+}
+
+/// Lines the writer thread may be behind by; one more is dropped and
+/// counted. At a few hundred bytes a line, well under a MiB.
+pub const QUEUED_LINES: usize = 1024;
+
+static QUEUE: OnceLock<SyncSender<Vec<u8>>> = OnceLock::new();
+/// Lines queued and not yet written, for [`flush`].
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts the thread that writes queued lines to stderr. Without it (no
+/// thread could be started, a second init) lines are written directly.
+fn start_writer() {
+    if QUEUE.get().is_some() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUED_LINES);
+    let writer = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || {
+            for line in rx {
+                let _ = DroppingStderr.write(&line);
+                PENDING.fetch_sub(1, Ordering::Release);
+            }
+        });
+    if writer.is_ok() {
+        let _ = QUEUE.set(tx);
+    }
+}
+
+/// Waits until the queued lines are written, at most `timeout`: before the
+/// process exits, which would otherwise lose them.
+pub fn flush(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while PENDING.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The writer tracing is given: each event's line goes, whole, into the
+/// queue, or is dropped and counted when the queue is full.
+struct QueuedStderr;
+
+impl Write for QueuedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(queue) = QUEUE.get() else {
+            return DroppingStderr.write(buf);
+        };
+        PENDING.fetch_add(1, Ordering::AcqRel);
+        if queue.try_send(buf.to_vec()).is_err() {
+            PENDING.fetch_sub(1, Ordering::AcqRel);
+            LOG_WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }

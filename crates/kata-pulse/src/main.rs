@@ -43,14 +43,19 @@ fn main() {
     // Whatever still runs (a blocking shim or CRI call) must not hold the
     // exit: a stopped agent exits within the grace period.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // Queued log lines first, so they come before the last word.
+    let flush = || kata_pulse::logging::flush(std::time::Duration::from_millis(500));
     if let Err(e) = result {
         // Said once: on stderr as the flag errors are (exit 2) when it could
         // not start, in the log format when it stopped while serving.
         if e.downcast_ref::<kata_pulse::run::StartupError>().is_some() {
+            flush();
             say(false, &format!("error: {e:#}\n"));
             std::process::exit(2);
         }
         tracing::error!("{e:#}");
+        flush();
         std::process::exit(1);
     }
+    flush();
 }

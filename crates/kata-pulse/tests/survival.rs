@@ -123,7 +123,7 @@ impl Drop for Bare {
 fn bare(roots: &Roots, stderr: Stdio) -> Bare {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut a = args(roots, &["--listen-address", &addr.to_string()]);
-    // Every scrape logs at debug: plenty of lines to fail on.
+    // At debug the CRI labeller logs its failed attempts: lines to fail on.
     a.extend(["--log-level".into(), "debug".into()]);
     let child = Command::new(env!("CARGO_BIN_EXE_kata-pulse"))
         .args(&a)
@@ -169,6 +169,92 @@ fn a_closed_or_full_stderr_does_not_stop_the_agent() {
         let failed = value(&text, "kata_pulse_log_write_errors_total").unwrap_or(0.0);
         assert!(failed > 0.0, "{what}: no failed log write counted");
         assert_eq!(agent.child.try_wait().unwrap(), None, "{what}: exited");
+    }
+}
+
+/// A log reader that stops reading without closing its end (a stuck log
+/// collector) fills the pipe; the agent must not wait for it. Every request
+/// is answered meanwhile, the lines that did not fit are dropped and
+/// counted, and when the reader comes back it gets whole lines. Writing in
+/// the request path once blocked every worker on the full pipe.
+#[test]
+fn a_stalled_log_reader_does_not_block_the_agent() {
+    use std::io::Read;
+    let roots = Roots::new();
+    let sims = Sims::new();
+    let _a = sims.start(&roots.go, A, Flavour::Go, Fault::None);
+    let mut agent = bare(&roots, Stdio::piped());
+    // Held open, not read: the 64 KiB pipe fills with debug lines.
+    let mut stalled = agent.child.stderr.take().unwrap();
+    assert!(wait_until(Duration::from_secs(15), || {
+        try_get(agent.addr, "/readyz", &[]).is_ok_and(|r| r.status == 200)
+    }));
+    // Sandboxes coming and going: two info lines each (and debug lines
+    // about their watches), far more than the pipe holds after a few rounds.
+    let mut dropped = 0.0;
+    for round in 0..40 {
+        let ids: Vec<String> = (0..20).map(|i| format!("stall{round:03}-{i}")).collect();
+        let mut shims = Vec::new();
+        for id in &ids {
+            let dir = roots.go.join(id);
+            std::fs::create_dir(&dir).unwrap();
+            shims.push(std::os::unix::net::UnixListener::bind(dir.join(SOCKET_NAME)).unwrap());
+        }
+        let listed = |n: usize| {
+            wait_until(Duration::from_secs(10), || {
+                try_get(agent.addr, "/sandboxes", &[]).is_ok_and(|r| r.text().lines().count() == n)
+            })
+        };
+        assert!(
+            listed(ids.len() + 1),
+            "round {round}: sandboxes not seen (discovery blocked?)"
+        );
+        drop(shims);
+        for id in &ids {
+            std::fs::remove_dir_all(roots.go.join(id)).unwrap();
+        }
+        assert!(
+            listed(1),
+            "round {round}: removals not seen (discovery blocked?)"
+        );
+        let r = try_get(agent.addr, "/metrics", &[])
+            .unwrap_or_else(|e| panic!("round {round}, with a stalled log reader: {e:#}"));
+        assert_eq!(r.status, 200);
+        dropped = value(&r.text(), "kata_pulse_log_write_errors_total").unwrap_or(0.0);
+        if dropped > 0.0 {
+            break;
+        }
+    }
+    assert!(dropped > 0.0, "the pipe never filled: no line dropped");
+    assert_eq!(agent.child.try_wait().unwrap(), None, "exited");
+
+    // The reader comes back: what it reads are whole JSON lines.
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = Vec::new();
+        while got.len() < buf.len() {
+            match stalled.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if got.ends_with(b"\n") && got.len() > (64 << 10) {
+                break;
+            }
+        }
+        got
+    });
+    for _ in 0..20 {
+        assert_eq!(try_get(agent.addr, "/metrics", &[]).unwrap().status, 200);
+    }
+    let got = reader.join().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 10, "{text}");
+    for line in &lines[..lines.len() - 1] {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a whole log line: {line}"
+        );
     }
 }
 
