@@ -42,8 +42,9 @@ pub async fn trim_periodically() {
 }
 
 /// The malloc heap as glibc sees it, for `kata_pulse_heap_bytes`: what the
-/// agent holds, and what is freed but still mapped (fragmentation, or not
-/// yet trimmed). RSS alone cannot tell a leak from either.
+/// agent holds, and the free chunks between (their pages may already be
+/// trimmed, so this is address space, not RSS). RSS alone cannot tell the
+/// agent's data growing from the allocator's fragmentation.
 pub struct Heap {
     pub in_use: u64,
     pub free: u64,

@@ -47,7 +47,7 @@ pub const KATA_PULSE_SHIM_RESERVED_FAMILIES_TOTAL: Desc = counter("kata_pulse_sh
 pub const KATA_PULSE_SHIM_COLLIDING_FAMILIES_TOTAL: Desc = counter("kata_pulse_shim_colliding_families_total", "Shim families dropped because another family of the same shim had the same name after kata-monitor's renaming (go_x beside kata_shim_go_x).", &[]);
 pub const KATA_PULSE_SHIM_LABEL_LIMIT_SAMPLES_TOTAL: Desc = counter("kata_pulse_shim_label_limit_samples_total", "Shim samples dropped because the four identity labels would have taken them over the 64 labels a sample may carry.", &[]);
 pub const KATA_PULSE_SCRAPE_CACHE_BYTES: Desc = gauge("kata_pulse_scrape_cache_bytes", "Memory held by cached, relabelled shim metrics.", &[]);
-pub const KATA_PULSE_HEAP_BYTES: Desc = gauge("kata_pulse_heap_bytes", "The agent's malloc heap: bytes in use, and bytes freed but still held by the allocator (state=\"free\").", &["state"]);
+pub const KATA_PULSE_HEAP_BYTES: Desc = gauge("kata_pulse_heap_bytes", "The agent's malloc heap: bytes in use, and free chunks inside the heap (state=\"free\"; partly handed back to the kernel already, so not all resident).", &["state"]);
 
 pub const KATA_PULSE_CONTAINER_SNAPSHOT_AGE_SECONDS: Desc = gauge("kata_pulse_container_snapshot_age_seconds", "Age of the container listing (CRI, containerd task metrics) the container_* series of this response come from; above the metrics interval when the runtime was slow or hung and the last listing was served.", &[]);
 pub const KATA_PULSE_CONTAINERD_METRICS_ERRORS_TOTAL: Desc = counter("kata_pulse_containerd_metrics_errors_total", "containerd task metrics that could not be used: whole calls (reason=\"call\") and single containers' payloads (reason=\"payload\").", &["reason"]);
