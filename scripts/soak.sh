@@ -60,6 +60,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# Stopped early (Ctrl-C, kill): the agent and kata-sim go too.
+trap 'exit 130' INT TERM
 
 go=$((sandboxes / 2)) rs=$((sandboxes - sandboxes / 2))
 "$sim_bin" run --go "$go" --rs "$rs" --go-root "$work/vc/sbs" --rs-root "$work/kata" \
