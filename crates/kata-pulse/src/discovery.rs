@@ -36,10 +36,10 @@ const FULL_RESCAN: Duration = Duration::from_secs(30);
 /// full, a rescan replaces the lost events.
 const EVENT_QUEUE: usize = 4096;
 
-/// Counters for the agent's own metrics.
 /// The reasons of a refusal, in the order of [`DiscoveryStats::refused_now`].
 pub const REFUSAL_REASONS: [&str; 3] = ["hard_link", "not_socket", "symlink"];
 
+/// Counters for the agent's own metrics.
 #[derive(Debug, Default)]
 pub struct DiscoveryStats {
     pub added: AtomicU64,
@@ -177,17 +177,23 @@ struct Refusals {
 }
 
 impl Refusals {
+    /// Publishes zeros: a restarted discovery must not leave the gauge at
+    /// the last run's count.
     fn new(stats: Arc<DiscoveryStats>) -> Self {
-        Refusals {
+        let r = Refusals {
             paths: HashMap::new(),
             stats,
-        }
+        };
+        r.publish();
+        r
     }
 
     /// Records `path` as refused for `why`; false if it already was.
     fn insert(&mut self, path: &Path, why: &'static str) -> bool {
         let new = self.paths.insert(path.to_path_buf(), why) != Some(why);
-        self.publish();
+        if new {
+            self.publish();
+        }
         new
     }
 
@@ -198,14 +204,24 @@ impl Refusals {
     }
 
     fn forget_under(&mut self, root: &Path) {
+        let before = self.paths.len();
         self.paths.retain(|p, _| !p.starts_with(root));
-        self.publish();
+        if self.paths.len() != before {
+            self.publish();
+        }
     }
 
+    /// Only on a change: whoever can write the roots decides how many
+    /// refusals there are, and a rescan re-evaluates each.
     fn publish(&self) {
-        for (reason, now) in REFUSAL_REASONS.iter().zip(&self.stats.refused_now) {
-            let n = self.paths.values().filter(|why| *why == reason).count();
-            now.store(n as u64, Ordering::Relaxed);
+        let mut counts = [0u64; 3];
+        for why in self.paths.values() {
+            if let Some(i) = REFUSAL_REASONS.iter().position(|r| r == why) {
+                counts[i] += 1;
+            }
+        }
+        for (now, n) in self.stats.refused_now.iter().zip(counts) {
+            now.store(n, Ordering::Relaxed);
         }
     }
 }
@@ -366,6 +382,13 @@ impl Discovery {
             Some(first) => {
                 if let Some(id) = first.as_os_str().to_str() {
                     let id = id.to_string();
+                    // An event on the folder itself (made, removed, moved):
+                    // what stands there now may be another folder than the
+                    // one watched (removed and made again, its inode number
+                    // reused), so it is watched afresh.
+                    if rel.components().count() == 1 {
+                        self.watched_dirs.remove(&root.path.join(&id));
+                    }
                     self.evaluate(&root, &id);
                 }
             }
@@ -398,7 +421,10 @@ impl Discovery {
         }
         let socket = dir.join(SHIM_SOCKET);
         let has_socket = match std::fs::symlink_metadata(&socket) {
-            Err(_) => false,
+            Err(_) => {
+                self.refused.remove(&socket);
+                false
+            }
             Ok(m) => match shim_socket::refusal(&m) {
                 None => true,
                 Some(why) => {
@@ -634,6 +660,63 @@ mod tests {
         d.scan_all();
         assert_eq!(now(&stats), [1, 0, 1]);
         assert_eq!(counts(&stats), [2, 2, 1]);
+        // A refused socket removed, its folder left: no longer refused.
+        std::fs::remove_file(root.join("hard").join(SHIM_SOCKET)).unwrap();
+        d.scan_all();
+        assert_eq!(now(&stats), [0, 0, 1]);
+        // A restarted discovery starts from what it finds, not the last count.
+        drop(d);
+        let _fresh = Refusals::new(stats.clone());
+        assert_eq!(now(&stats), [0, 0, 0]);
+    }
+
+    /// A sandbox folder removed and made again before its events are read
+    /// is the same path but another folder (ext4 even reuses its inode
+    /// number): it is watched again, so its socket appearing is seen at
+    /// once, not at the next rescan.
+    #[test]
+    fn a_folder_made_again_is_watched_again() {
+        fn recv(rx: &std::sync::mpsc::Receiver<PathBuf>) -> PathBuf {
+            rx.recv_timeout(Duration::from_secs(2)).expect("an event")
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("vc/sbs");
+        std::fs::create_dir_all(&root).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            for p in res.map(|e| e.paths).unwrap_or_default() {
+                let _ = tx.send(p);
+            }
+        })
+        .unwrap();
+        let stats = Arc::new(DiscoveryStats::default());
+        let mut d = Discovery {
+            roots: vec![SandboxRoot {
+                path: root.clone(),
+                runtime: RuntimeKind::Go,
+            }],
+            registry: Registry::new(),
+            stats: stats.clone(),
+            watcher: Some(watcher),
+            watched_roots: HashMap::new(),
+            watched_dirs: HashSet::new(),
+            refused: Refusals::new(stats.clone()),
+        };
+        d.scan_all();
+        std::fs::create_dir(root.join("again")).unwrap();
+        d.handle_path(&recv(&rx));
+        std::fs::remove_dir(root.join("again")).unwrap();
+        std::fs::create_dir(root.join("again")).unwrap();
+        // The events of both, read only now.
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(path) = rx.try_recv() {
+            d.handle_path(&path);
+        }
+        let socket = root.join("again").join(SHIM_SOCKET);
+        let _shim = UnixListener::bind(&socket).unwrap();
+        let seen = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(2)).ok())
+            .any(|p| p == socket);
+        assert!(seen, "no event for the socket in the folder made again");
     }
 
     /// Rescans open the watched roots; that must not feed back into more

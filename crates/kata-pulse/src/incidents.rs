@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub static PANICS: AtomicU64 = AtomicU64::new(0);
 /// Log writes that failed (closed stderr, full disk) and were dropped.
 pub static LOG_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Log lines dropped because the queue to the log writer was full (its
+/// reader fell behind or stopped reading).
+pub static LOG_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Restarts of the sandbox discovery task.
 pub static DISCOVERY_RESTARTS: AtomicU64 = AtomicU64::new(0);
 /// Restarts of the CRI labelling task.
@@ -44,5 +47,10 @@ pub fn install_panic_hook() {
             backtrace,
             "panicked"
         );
+        // A panic on the main thread ends the process: its line must be out
+        // first (the log writer itself must not wait for itself).
+        if !crate::logging::is_writer_thread() {
+            crate::logging::flush(std::time::Duration::from_millis(100));
+        }
     }));
 }

@@ -8,7 +8,9 @@
 //! stderr; that panic once stopped the CRI labeller, and with it the agent.
 //! Lines are written by a thread of their own from a bounded queue: a reader
 //! that stops reading (a stuck log collector) fills the pipe, and a write to
-//! a full pipe waits; it once blocked discovery and the async workers.
+//! a full pipe waits; it once blocked discovery and the async workers. What
+//! does not fit the queue is dropped and counted in
+//! `kata_pulse_log_lines_dropped_total`.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +18,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::incidents::LOG_WRITE_ERRORS;
+use crate::incidents::{LOG_LINES_DROPPED, LOG_WRITE_ERRORS};
 
 use tracing_subscriber::EnvFilter;
 
@@ -77,31 +79,43 @@ impl Write for DroppingStderr {
 }
 
 /// Lines the writer thread may be behind by; one more is dropped and
-/// counted. At a few hundred bytes a line, well under a MiB.
+/// counted.
 pub const QUEUED_LINES: usize = 1024;
+/// Bytes the queued lines may hold, whatever their length (a backtrace, a
+/// long error chain): the queue's memory bound.
+pub const QUEUED_BYTES: usize = 1 << 20;
 
 static QUEUE: OnceLock<SyncSender<Vec<u8>>> = OnceLock::new();
 /// Lines queued and not yet written, for [`flush`].
 static PENDING: AtomicUsize = AtomicUsize::new(0);
+static PENDING_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Starts the thread that writes queued lines to stderr. Without it (no
-/// thread could be started, a second init) lines are written directly.
+/// Starts the thread that writes queued lines to stderr, once; lines are
+/// written directly when no thread could be started.
 fn start_writer() {
     if QUEUE.get().is_some() {
         return;
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUED_LINES);
     let writer = std::thread::Builder::new()
-        .name("log-writer".into())
+        .name(WRITER_THREAD.into())
         .spawn(move || {
             for line in rx {
                 let _ = DroppingStderr.write(&line);
+                PENDING_BYTES.fetch_sub(line.len(), Ordering::AcqRel);
                 PENDING.fetch_sub(1, Ordering::Release);
             }
         });
     if writer.is_ok() {
         let _ = QUEUE.set(tx);
     }
+}
+
+const WRITER_THREAD: &str = "log-writer";
+
+/// True on the thread that writes the log (which must not wait for itself).
+pub fn is_writer_thread() -> bool {
+    std::thread::current().name() == Some(WRITER_THREAD)
 }
 
 /// Waits until the queued lines are written, at most `timeout`: before the
@@ -113,8 +127,9 @@ pub fn flush(timeout: Duration) {
     }
 }
 
-/// The writer tracing is given: each event's line goes, whole, into the
-/// queue, or is dropped and counted when the queue is full.
+/// The writer tracing is given: each event's line (tracing writes it with
+/// one call) goes, whole, into the queue, or is dropped and counted when
+/// the queue is full.
 struct QueuedStderr;
 
 impl Write for QueuedStderr {
@@ -122,12 +137,15 @@ impl Write for QueuedStderr {
         let Some(queue) = QUEUE.get() else {
             return DroppingStderr.write(buf);
         };
+        let len = buf.len();
         PENDING.fetch_add(1, Ordering::AcqRel);
-        if queue.try_send(buf.to_vec()).is_err() {
+        let queued = PENDING_BYTES.fetch_add(len, Ordering::AcqRel);
+        if queued + len > QUEUED_BYTES || queue.try_send(buf.to_vec()).is_err() {
+            PENDING_BYTES.fetch_sub(len, Ordering::AcqRel);
             PENDING.fetch_sub(1, Ordering::AcqRel);
-            LOG_WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+            LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(buf.len())
+        Ok(len)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

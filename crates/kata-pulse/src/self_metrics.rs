@@ -230,6 +230,8 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     }
     f::KATA_PULSE_LOG_WRITE_ERRORS_TOTAL.begin(r);
     r.sample("", &[], load(&incidents::LOG_WRITE_ERRORS));
+    f::KATA_PULSE_LOG_LINES_DROPPED_TOTAL.begin(r);
+    r.sample("", &[], load(&incidents::LOG_LINES_DROPPED));
 
     let c = src.cri;
     f::KATA_PULSE_CRI_UP.begin(r);

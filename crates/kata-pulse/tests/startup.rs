@@ -69,9 +69,10 @@ fn a_missing_sandbox_folder_is_said_once_and_shown_by_readyz() {
         .get("/readyz")
         .text()
         .contains("not present")));
-    assert!(agent
+    // The line is written by the log thread, a moment after the change.
+    assert!(wait_until(Duration::from_secs(5), || agent
         .log_text()
-        .contains("sandbox folder appeared; watching it"));
+        .contains("sandbox folder appeared; watching it")));
 }
 
 #[test]

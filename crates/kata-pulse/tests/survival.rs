@@ -220,7 +220,7 @@ fn a_stalled_log_reader_does_not_block_the_agent() {
         let r = try_get(agent.addr, "/metrics", &[])
             .unwrap_or_else(|e| panic!("round {round}, with a stalled log reader: {e:#}"));
         assert_eq!(r.status, 200);
-        dropped = value(&r.text(), "kata_pulse_log_write_errors_total").unwrap_or(0.0);
+        dropped = value(&r.text(), "kata_pulse_log_lines_dropped_total").unwrap_or(0.0);
         if dropped > 0.0 {
             break;
         }
@@ -407,6 +407,12 @@ fn long_ids_are_scraped_links_are_refused() {
             assert_eq!(value(&metrics, &series), Some(n), "{series}");
         }
     }
-    let log = agent.log_text();
-    assert!(log.contains(r#""reason":"hard_link""#), "{log}");
+    // The line is written by the log thread, a moment after the refusal.
+    assert!(
+        wait_until(Duration::from_secs(5), || agent
+            .log_text()
+            .contains(r#""reason":"hard_link""#)),
+        "{}",
+        agent.log_text()
+    );
 }

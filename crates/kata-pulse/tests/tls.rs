@@ -251,8 +251,11 @@ fn curl_needs_the_client_certificate_and_the_password() {
         curl(d, &format!("{url}/metrics"), &["-u", "prometheus:rotated"]),
         200
     );
+    // The line is written by the log thread, a moment after the change.
     assert!(
-        agent.log_text().contains("web config reloaded"),
+        wait_until(Duration::from_secs(5), || agent
+            .log_text()
+            .contains("web config reloaded")),
         "{}",
         agent.log_text()
     );
