@@ -14,7 +14,7 @@
 #   --rate R       /metrics scrapes per second (default 2)
 #   --churn C      sandboxes replaced per minute (default 60)
 #   --out DIR      keep the samples and logs there (default: a temporary folder)
-# Environment: AGENT_ENV, e.g. AGENT_ENV="MALLOC_ARENA_MAX=8", is set for
+# Environment: AGENT_ENV, e.g. AGENT_ENV="_RJEM_MALLOC_CONF=narenas:4", is set for
 # the agent only; AGENT_BIN runs another agent binary than the release build. No CRI runtime runs: the labeller's failed calls are
 # expected and reported apart. Needs curl.
 set -euo pipefail
@@ -90,12 +90,12 @@ curl -fs -o /dev/null "$url/readyz" || { echo "agent not ready" >&2; cat "$out/a
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$agent/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$agent/status"; }
-# The malloc heap (kata_pulse_heap_bytes): in use and free, in KiB, so a
+# The heap (kata_pulse_heap_bytes): in use and resident, in KiB, so a
 # drift of the RSS can be told apart: the agent's data or the allocator.
 heap_kib() {
     curl -s --max-time 30 "$url/metrics?filter_family=kata_pulse_heap_bytes" |
-        awk '/^kata_pulse_heap_bytes\{state="in_use"\}/ { u = $NF } /^kata_pulse_heap_bytes\{state="free"\}/ { f = $NF }
-             END { printf "%d,%d", u / 1024, f / 1024 }'
+        awk '/^kata_pulse_heap_bytes\{state="in_use"\}/ { u = $NF } /^kata_pulse_heap_bytes\{state="resident"\}/ { r = $NF }
+             END { printf "%d,%d", u / 1024, r / 1024 }'
 }
 
 # The load: one scrape every 1/rate s, each in the background so a slow
@@ -110,7 +110,7 @@ heap_kib() {
 pids+=($!)
 
 echo "soak: $sandboxes sandboxes, churn $churn/min, $rate scrapes/s, ${seconds}s (warm-up ${warmup}s); samples in $out/samples.csv"
-echo "seconds,rss_kib,open_fds,cpu_seconds,heap_in_use_kib,heap_free_kib" >"$out/samples.csv"
+echo "seconds,rss_kib,open_fds,cpu_seconds,heap_in_use_kib,heap_resident_kib" >"$out/samples.csv"
 start=$(date +%s)
 cpu_at_warm="" scrapes_at_warm=""
 while :; do
@@ -130,20 +130,30 @@ scrapes_end=$(wc -l <"$out/codes.log")
 curl -s --max-time 30 "$url/metrics" >"$out/final-metrics.prom"
 
 sum() { awk -v f="$1" '$1 ~ "^"f"([{ ]|$)" { n += $NF } END { printf "%d", n }' "$out/final-metrics.prom"; }
-awk -F, -v warm="$warm_at" -v ticks="$ticks" \
-    -v cpu0="$cpu_at_warm" -v cpu1="$cpu_end" -v s0="$scrapes_at_warm" -v s1="$scrapes_end" '
-    NR == 1 { next }
-    $1 >= warm && !w { w = $2; fmin = $3; fmax = $3; u0 = $5; f0 = $6 }
-    $1 >= warm { if ($2 > rmax) rmax = $2; if ($3 < fmin) fmin = $3; if ($3 > fmax) fmax = $3; last = $2; u1 = $5; f1 = $6 }
-    END {
-        printf "RSS after warm-up %.1f MiB, max %.1f MiB, final %.1f MiB: drift %+.1f%%\n", w / 1024, rmax / 1024, last / 1024, (last - w) * 100 / w
-        printf "heap in use %.1f to %.1f MiB, free in the heap %.1f to %.1f MiB\n", u0 / 1024, u1 / 1024, f0 / 1024, f1 / 1024
-        printf "open fds after warm-up: %d to %d\n", fmin, fmax
-        n = s1 - s0
-        if (n > 0) printf "CPU per scrape: %.1f ms (%d scrapes after warm-up)\n", (cpu1 - cpu0) * 1000 / ticks / n, n
-    }' "$out/samples.csv"
+# Drift: the median RSS of the last 5 minutes against that of the first 5
+# after warm-up (single samples swing by a few MiB with the scrapes in
+# flight), and the least-squares slope over the whole run after warm-up.
+python3 - "$out/samples.csv" "$warm_at" "$ticks" "$cpu_at_warm" "$cpu_end" "$scrapes_at_warm" "$scrapes_end" <<'PY'
+import statistics, sys
+path, warm, ticks, cpu0, cpu1, s0, s1 = sys.argv[1], *map(float, sys.argv[2:])
+rows = [list(map(float, l.split(","))) for l in open(path).read().splitlines()[1:] if l.count(",") == 5 and ",," not in l]
+after = [r for r in rows if r[0] >= warm]
+end = after[-1][0]
+window = min(300.0, (end - warm) / 2)
+mib = lambda kib: kib / 1024
+first = statistics.median(r[1] for r in after if r[0] < warm + window)
+last = statistics.median(r[1] for r in after if r[0] > end - window)
+t_mean = statistics.fmean(r[0] for r in after)
+v_mean = statistics.fmean(r[1] for r in after)
+slope = sum((r[0] - t_mean) * (r[1] - v_mean) for r in after) / sum((r[0] - t_mean) ** 2 for r in after)
+print(f"RSS after warm-up (medians of {window / 60:.0f} min): {mib(first):.1f} MiB at first, {mib(last):.1f} MiB at the end: drift {100 * (last - first) / first:+.1f}%; max {mib(max(r[1] for r in after)):.1f} MiB; slope {mib(slope) * 3600:+.2f} MiB/h")
+print(f"heap in use {mib(after[0][4]):.1f} to {mib(after[-1][4]):.1f} MiB, resident {mib(after[0][5]):.1f} to {mib(after[-1][5]):.1f} MiB")
+print(f"open fds after warm-up: {min(r[2] for r in after):.0f} to {max(r[2] for r in after):.0f}")
+if s1 > s0:
+    print(f"CPU per scrape: {(cpu1 - cpu0) * 1000 / ticks / (s1 - s0):.1f} ms ({s1 - s0:.0f} scrapes after warm-up, beside one heap sample every 10 s)")
+PY
 echo "scrapes: $(wc -l <"$out/codes.log") sent, $(grep -vc '^200$' "$out/codes.log" || true) not 200"
 echo "discovery: $(grep -c '"event":"added"' "$out/sim-events.log") sandboxes added by kata-sim, agent counted $(awk '/^kata_pulse_discovery_events_total\{event="added"\}/ { print $NF }' "$out/final-metrics.prom") added, $(awk '/^kata_pulse_discovery_events_total\{event="removed"\}/ { print $NF }' "$out/final-metrics.prom") removed"
-echo "errors: shim scrape failures $(sum kata_pulse_shim_scrape_failures_total) (of live sandboxes), failed shim scrapes $(sum kata_monitor_scrape_failed_count), panics $(sum kata_pulse_panics_total), task restarts $(sum kata_pulse_task_restarts_total), log write errors $(sum kata_pulse_log_write_errors_total), refused sockets $(sum kata_pulse_discovery_refused_total)"
+echo "errors: shim scrape failures $(sum kata_pulse_shim_scrape_failures_total) (of live sandboxes), failed shim scrapes $(sum kata_monitor_scrape_failed_count), panics $(sum kata_pulse_panics_total), task restarts $(sum kata_pulse_task_restarts_total), log write errors $(sum kata_pulse_log_write_errors_total), log lines dropped $(sum kata_pulse_log_lines_dropped_total), refused sockets $(sum kata_pulse_discovery_refused_total)"
 echo "expected: CRI calls failed $(awk '/^kata_pulse_cri_requests_total\{result="error"\}/ { print $NF }' "$out/final-metrics.prom") (no CRI runtime runs)"
 echo "log: $(wc -l <"$out/agent.log") lines, $(grep -c '"level":"WARN"' "$out/agent.log" || true) WARN, $(grep -c '"level":"ERROR"' "$out/agent.log" || true) ERROR"

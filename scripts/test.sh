@@ -48,6 +48,8 @@ have runc || packages+=(runc)
 { have prometheus && have promtool; } || packages+=(prometheus)
 have prometheus-alertmanager || packages+=(prometheus-alertmanager)
 { have gcc && static_cc_works; } || packages+=(gcc libc6-dev)
+# The agent's allocator, jemalloc, is built from its C sources (make).
+have make || packages+=(make)
 { have unshare && have mount; } || packages+=(util-linux mount)
 have buildah || packages+=(buildah)
 have file || packages+=(file)

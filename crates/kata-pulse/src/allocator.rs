@@ -1,96 +1,118 @@
-//! glibc's malloc gives threads that allocate at the same time arenas of
-//! their own (up to 8 per core) and keeps what is freed in each. Parsing
-//! runs on up to 32 blocking threads, so each scrape leaves garbage in many
-//! arenas: four times the RSS of two arenas at 100 sandboxes and 2 scrapes
-//! a second (docs/benchmarks.md, "allocator", has the runs, mimalloc's
-//! among them, and why limiting arenas was chosen).
+//! The agent's memory allocator: jemalloc, configured for a small, flat
+//! resident size. Every scrape parses every shim body and frees it again
+//! while a few long-lived pieces (the compact cache, new sandboxes' keys)
+//! are made among those temporaries. glibc's malloc, even limited to two
+//! arenas and trimmed every 5 s, let its heap grow by about 12% in 15
+//! minutes of churn and kept growing; jemalloc keeps objects of one size
+//! class together and hands freed pages back after a second. The runs and
+//! the options tried are in docs/benchmarks.md ("allocator").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Arenas glibc may create.
-pub const ARENA_MAX: i32 = 2;
+/// Not under `cargo fuzz`: its sanitizer watches the system allocator.
+#[cfg(not(fuzzing))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Limits glibc's arenas to [`ARENA_MAX`] unless `MALLOC_ARENA_MAX` is set
-/// (an operator's own choice wins). Call first in `main`, before any
-/// thread exists; holds in the static (crt-static) image as well.
-pub fn limit_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
+/// jemalloc's options, read before `main` (from the symbol the prefixed
+/// build of tikv-jemalloc-sys looks up). One arena: allocation is not the
+/// agent's bottleneck, and each arena keeps pages of its own. No thread
+/// caches: the blocking pool has up to 32 threads and each cache holds
+/// freed memory of its own (37 MiB instead of 15 with them). Dirty pages
+/// are returned after 1 s: at once (0) cost 65% more CPU. An operator can
+/// still override any of them with `_RJEM_MALLOC_CONF`, read after these.
+pub const OPTIONS: &str = "narenas:1,tcache:false,dirty_decay_ms:1000,muzzy_decay_ms:0";
+
+/// [`OPTIONS`] as the NUL-terminated C string jemalloc reads.
+static OPTIONS_C: [u8; OPTIONS.len() + 1] = {
+    let mut c = [0u8; OPTIONS.len() + 1];
+    let bytes = OPTIONS.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        c[i] = bytes[i];
+        i += 1;
     }
-    // SAFETY: mallopt only sets a malloc parameter; no other thread runs yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
-    }
-}
+    c
+};
 
-/// How often memory freed since is handed back to the kernel.
-pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+#[cfg(not(fuzzing))]
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: Option<&u8> = Some(&OPTIONS_C[0]);
 
-/// Hands the free pages of glibc's heaps back to the kernel every
-/// [`TRIM_EVERY`]: a scrape parses every body and frees it all again, and
-/// without this the peak of the last scrape stays in RSS until the next.
-/// Then samples the heap for [`heap`].
-pub async fn trim_periodically() {
-    let mut tick = tokio::time::interval(TRIM_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        // Both walk the heaps (about a millisecond, holding each arena's
-        // lock): off the async workers, and not once per scrape.
-        let _ = tokio::task::spawn_blocking(|| {
-            // SAFETY: malloc_trim only returns free memory to the kernel.
-            unsafe { libc::malloc_trim(0) };
-            let now = read_heap();
-            HEAP_IN_USE.store(now.in_use, Ordering::Relaxed);
-            HEAP_FREE.store(now.free, Ordering::Relaxed);
-        })
-        .await;
-    }
-}
+/// How often the allocator's statistics are refreshed for
+/// `kata_pulse_heap_bytes`.
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The malloc heap as glibc sees it, for `kata_pulse_heap_bytes`: what the
-/// agent holds (chunks cached per thread count as held), and the free
-/// chunks between and at the top (their pages may already be trimmed, so
-/// this is address space, not RSS). RSS alone cannot tell the agent's data
-/// growing from the allocator's fragmentation.
+/// The heap as jemalloc counts it: what the agent has allocated, and what
+/// the allocator holds resident for it (its pages, with their free space
+/// and its metadata). RSS alone cannot tell the agent's data growing from
+/// the allocator's fragmentation.
 pub struct Heap {
     pub in_use: u64,
-    pub free: u64,
+    pub resident: u64,
 }
 
 static HEAP_IN_USE: AtomicU64 = AtomicU64::new(0);
-static HEAP_FREE: AtomicU64 = AtomicU64::new(0);
+static HEAP_RESIDENT: AtomicU64 = AtomicU64::new(0);
 
-/// [`Heap`] at the last trim (zero before the first).
+/// [`Heap`] at the last sample (zero before the first).
 pub fn heap() -> Heap {
     Heap {
         in_use: HEAP_IN_USE.load(Ordering::Relaxed),
-        free: HEAP_FREE.load(Ordering::Relaxed),
+        resident: HEAP_RESIDENT.load(Ordering::Relaxed),
     }
 }
 
-fn read_heap() -> Heap {
-    // SAFETY: mallinfo2 only reads malloc's statistics.
-    let m = unsafe { libc::mallinfo2() };
-    Heap {
-        in_use: (m.uordblks + m.hblkhd) as u64,
-        free: m.fordblks as u64,
+/// Refreshes [`heap`] every [`SAMPLE_EVERY`]. jemalloc's totals are only
+/// brought up to date by advancing its epoch (a walk over its arenas'
+/// counters), so not once per scrape.
+pub async fn sample_periodically() {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        if let Some(now) = read_heap() {
+            HEAP_IN_USE.store(now.in_use, Ordering::Relaxed);
+            HEAP_RESIDENT.store(now.resident, Ordering::Relaxed);
+        }
     }
+}
+
+fn read_heap() -> Option<Heap> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(Heap {
+        in_use: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    /// The figures follow what is allocated and freed (here mmapped, as a
-    /// block this large is, which counts as in use). Margins leave room for
-    /// other tests allocating in the same process meanwhile.
+    /// The options are the ones jemalloc runs with.
+    #[test]
+    fn jemalloc_runs_with_the_options() {
+        use tikv_jemalloc_ctl::raw;
+        // SAFETY: these names are read-only jemalloc options of these types.
+        let narenas: u32 = unsafe { raw::read(b"opt.narenas\0") }.unwrap();
+        let tcache: bool = unsafe { raw::read(b"opt.tcache\0") }.unwrap();
+        let decay: isize = unsafe { raw::read(b"opt.dirty_decay_ms\0") }.unwrap();
+        if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
+            assert_eq!((narenas, tcache, decay), (1, false, 1000));
+        }
+    }
+
+    /// The figures follow what is allocated and freed. Margins leave room
+    /// for other tests allocating in the same process meanwhile.
     #[test]
     fn heap_counts_what_is_held() {
-        let before = super::read_heap().in_use;
+        let before = super::read_heap().unwrap();
         let block = std::hint::black_box(vec![1u8; 64 << 20]);
-        let held = super::read_heap().in_use;
-        assert!(held >= before + (48 << 20), "{before} -> {held}");
+        let held = super::read_heap().unwrap();
+        assert!(held.in_use >= before.in_use + (48 << 20));
+        assert!(held.resident >= held.in_use);
         drop(block);
-        let after = super::read_heap().in_use;
-        assert!(after + (48 << 20) <= held, "{held} -> {after}");
+        let after = super::read_heap().unwrap();
+        assert!(after.in_use + (48 << 20) <= held.in_use);
     }
 }

@@ -15,7 +15,6 @@ fn say(to_stdout: bool, text: &str) {
 }
 
 fn main() {
-    kata_pulse::allocator::limit_arenas();
     let config = match parse_args(std::env::args().collect()) {
         Invocation::Run(config) => *config,
         Invocation::Exit { text, code } => {

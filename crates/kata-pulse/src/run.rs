@@ -81,9 +81,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             move || labels::run(cri.clone(), registry.clone(), stats.clone()),
         ))
     };
-    // Nothing depends on it: if it ever stopped, memory would only be
-    // handed back later.
-    tokio::spawn(crate::allocator::trim_periodically());
+    // Nothing depends on it: if it ever stopped, only the heap figures
+    // would stand still.
+    tokio::spawn(crate::allocator::sample_periodically());
     tracing::info!(
         listen_address = %config.listen_address,
         runtime_endpoint = %config.runtime_endpoint,

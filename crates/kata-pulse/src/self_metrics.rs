@@ -268,8 +268,8 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     r.sample("", &[], src.collector.cached_bytes() as f64);
     let heap = crate::allocator::heap();
     f::KATA_PULSE_HEAP_BYTES.begin(r);
-    r.sample("", &[("state", "free")], heap.free as f64);
     r.sample("", &[("state", "in_use")], heap.in_use as f64);
+    r.sample("", &[("state", "resident")], heap.resident as f64);
 }
 
 #[cfg(test)]
