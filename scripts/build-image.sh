@@ -87,6 +87,18 @@ case "$ldd_out" in
 *) echo "build-image.sh: ldd lists shared libraries for $bin" >&2; exit 1 ;;
 esac
 "$bin" --version
+if [ "$package" = kata-pulse ]; then
+    # The static binary runs jemalloc with the agent's own options (a
+    # symbol read before main; a link that lost it would run the defaults).
+    opts=$(_RJEM_MALLOC_CONF=stats_print:true,stats_print_opts:mdablxe "$bin" --version 2>&1 || true)
+    for want in "opt.narenas: 1" "opt.tcache: false"; do
+        case "$opts" in
+        *"$want"*) ;;
+        *) echo "build-image.sh: $bin does not run jemalloc with $want" >&2; exit 1 ;;
+        esac
+    done
+    echo "allocator: jemalloc, narenas 1, tcache off"
+fi
 
 context=$(mktemp -d "${TMPDIR:-/tmp}/$package-image.XXXXXX")
 trap 'rm -rf "$context"' EXIT

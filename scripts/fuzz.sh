@@ -56,6 +56,16 @@ if ! command -v c++ >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# kata-pulse's fuzz crate still builds jemalloc (the agent's allocator,
+# unused under fuzzing) from its C sources: make.
+if ! command -v make >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q make
+    else
+        echo "make is needed to build jemalloc" >&2
+        exit 1
+    fi
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi

@@ -95,7 +95,7 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$agent/status"; }
 heap_kib() {
     curl -s --max-time 30 "$url/metrics?filter_family=kata_pulse_heap_bytes" |
         awk '/^kata_pulse_heap_bytes\{state="in_use"\}/ { u = $NF } /^kata_pulse_heap_bytes\{state="resident"\}/ { r = $NF }
-             END { printf "%d,%d", u / 1024, r / 1024 }'
+             END { if (u != "") printf "%d", u / 1024; printf ","; if (r != "") printf "%d", r / 1024 }'
 }
 
 # The load: one scrape every 1/rate s, each in the background so a slow
@@ -136,19 +136,29 @@ sum() { awk -v f="$1" '$1 ~ "^"f"([{ ]|$)" { n += $NF } END { printf "%d", n }' 
 python3 - "$out/samples.csv" "$warm_at" "$ticks" "$cpu_at_warm" "$cpu_end" "$scrapes_at_warm" "$scrapes_end" <<'PY'
 import statistics, sys
 path, warm, ticks, cpu0, cpu1, s0, s1 = sys.argv[1], *map(float, sys.argv[2:])
-rows = [list(map(float, l.split(","))) for l in open(path).read().splitlines()[1:] if l.count(",") == 5 and ",," not in l]
-after = [r for r in rows if r[0] >= warm]
-end = after[-1][0]
-window = min(300.0, (end - warm) / 2)
+num = lambda f: float(f) if f else None
+rows = [[num(f) for f in l.split(",")] for l in open(path).read().splitlines()[1:] if l.count(",") == 5]
+after = [r for r in rows if r[0] is not None and r[1] is not None and r[0] >= warm]
 mib = lambda kib: kib / 1024
-first = statistics.median(r[1] for r in after if r[0] < warm + window)
-last = statistics.median(r[1] for r in after if r[0] > end - window)
-t_mean = statistics.fmean(r[0] for r in after)
-v_mean = statistics.fmean(r[1] for r in after)
-slope = sum((r[0] - t_mean) * (r[1] - v_mean) for r in after) / sum((r[0] - t_mean) ** 2 for r in after)
-print(f"RSS after warm-up (medians of {window / 60:.0f} min): {mib(first):.1f} MiB at first, {mib(last):.1f} MiB at the end: drift {100 * (last - first) / first:+.1f}%; max {mib(max(r[1] for r in after)):.1f} MiB; slope {mib(slope) * 3600:+.2f} MiB/h")
-print(f"heap in use {mib(after[0][4]):.1f} to {mib(after[-1][4]):.1f} MiB, resident {mib(after[0][5]):.1f} to {mib(after[-1][5]):.1f} MiB")
-print(f"open fds after warm-up: {min(r[2] for r in after):.0f} to {max(r[2] for r in after):.0f}")
+if len(after) < 2:
+    print(f"RSS after warm-up: {len(after)} sample(s), too few for a drift" + (f" ({mib(after[0][1]):.1f} MiB)" if after else ""))
+else:
+    end = after[-1][0]
+    window = min(300.0, (end - warm) / 2)
+    first = statistics.median(r[1] for r in after if r[0] <= warm + window)
+    last = statistics.median(r[1] for r in after if r[0] >= end - window)
+    t_mean = statistics.fmean(r[0] for r in after)
+    v_mean = statistics.fmean(r[1] for r in after)
+    spread = sum((r[0] - t_mean) ** 2 for r in after)
+    slope = sum((r[0] - t_mean) * (r[1] - v_mean) for r in after) / spread if spread else 0.0
+    print(f"RSS after warm-up (medians of {window:.0f} s): {mib(first):.1f} MiB at first, {mib(last):.1f} MiB at the end: drift {100 * (last - first) / first:+.1f}%; max {mib(max(r[1] for r in after)):.1f} MiB; slope {mib(slope) * 3600:+.2f} MiB/h")
+    for col, what in ((4, "in use"), (5, "resident")):
+        vals = [r for r in after if r[col] is not None]
+        if len(vals) >= 2:
+            a = statistics.median(r[col] for r in vals if r[0] <= warm + window)
+            b = statistics.median(r[col] for r in vals if r[0] >= end - window)
+            print(f"heap {what}: {mib(a):.1f} MiB at first, {mib(b):.1f} MiB at the end (medians)")
+    print(f"open fds after warm-up: {min(r[2] for r in after):.0f} to {max(r[2] for r in after):.0f}")
 if s1 > s0:
     print(f"CPU per scrape: {(cpu1 - cpu0) * 1000 / ticks / (s1 - s0):.1f} ms ({s1 - s0:.0f} scrapes after warm-up, beside one heap sample every 10 s)")
 PY
