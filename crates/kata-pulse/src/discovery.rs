@@ -48,10 +48,9 @@ pub struct DiscoveryStats {
     pub watch_errors: AtomicU64,
     /// Listings of a root folder (full rescans and root events).
     pub root_scans: AtomicU64,
-    /// Sandbox folders or sockets refused, by reason (see [`shim_socket::refusal`]).
-    pub refused_symlink: AtomicU64,
-    pub refused_hard_link: AtomicU64,
-    pub refused_not_socket: AtomicU64,
+    /// Sandbox folders or sockets refused, by [`REFUSAL_REASONS`] (see
+    /// [`shim_socket::refusal`]): each counted once while it stays so.
+    pub refused_total: [AtomicU64; 3],
     /// Paths refused now, by [`REFUSAL_REASONS`]: what an alert can watch
     /// (the counters above only grow).
     pub refused_now: [AtomicU64; 3],
@@ -107,15 +106,7 @@ pub async fn run_with_rescan(
             None
         }
     };
-    let mut d = Discovery {
-        roots,
-        registry,
-        stats: stats.clone(),
-        watcher,
-        watched_roots: HashMap::new(),
-        watched_dirs: HashSet::new(),
-        refused: Refusals::new(stats.clone()),
-    };
+    let mut d = Discovery::new(roots, registry, stats, watcher);
     d.scan_all();
     d.stats.initial_scan_done.store(true, Ordering::Release);
 
@@ -231,6 +222,23 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 }
 
 impl Discovery {
+    fn new(
+        roots: Vec<SandboxRoot>,
+        registry: Arc<Registry>,
+        stats: Arc<DiscoveryStats>,
+        watcher: Option<notify::RecommendedWatcher>,
+    ) -> Self {
+        Discovery {
+            roots,
+            registry,
+            refused: Refusals::new(stats.clone()),
+            stats,
+            watcher,
+            watched_roots: HashMap::new(),
+            watched_dirs: HashSet::new(),
+        }
+    }
+
     /// One tick of the root poll: a full rescan after lost events, when
     /// one is due or without inotify (true then), else a look at the roots.
     fn on_tick(&mut self, overflowed: bool, full_due: bool) -> bool {
@@ -460,12 +468,9 @@ impl Discovery {
         if !self.refused.insert(path, why) {
             return;
         }
-        let counter = match why {
-            "symlink" => &self.stats.refused_symlink,
-            "hard_link" => &self.stats.refused_hard_link,
-            _ => &self.stats.refused_not_socket,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = REFUSAL_REASONS.iter().position(|r| *r == why) {
+            self.stats.refused_total[i].fetch_add(1, Ordering::Relaxed);
+        }
         tracing::warn!(sandbox_id = id, path = %path.display(), reason = why,
             "not a sandbox: the agent connects to no symlink, hard link or non-socket");
     }
@@ -543,19 +548,16 @@ mod tests {
         let root = tmp.path().join("vc/sbs");
         std::fs::create_dir_all(&root).unwrap();
         let stats = Arc::new(DiscoveryStats::default());
-        let mut d = Discovery {
-            roots: vec![SandboxRoot {
+        // A watcher whose events go nowhere: as if all were lost.
+        let mut d = Discovery::new(
+            vec![SandboxRoot {
                 path: root.clone(),
                 runtime: RuntimeKind::Go,
             }],
-            registry: Registry::new(),
-            stats: stats.clone(),
-            // A watcher whose events go nowhere: as if all were lost.
-            watcher: notify::recommended_watcher(|_: notify::Result<notify::Event>| {}).ok(),
-            watched_roots: HashMap::new(),
-            watched_dirs: HashSet::new(),
-            refused: Refusals::new(stats.clone()),
-        };
+            Registry::new(),
+            stats.clone(),
+            notify::recommended_watcher(|_: notify::Result<notify::Event>| {}).ok(),
+        );
         d.scan_all();
         let _a = make_sandbox(&root, "aaa");
         assert!(!d.on_tick(false, false), "a quiet tick rescanned");
@@ -610,33 +612,29 @@ mod tests {
         assert!(root.join(&long_id).join(SHIM_SOCKET).as_os_str().len() > 108);
 
         let stats = Arc::new(DiscoveryStats::default());
-        let mut d = Discovery {
-            roots: vec![SandboxRoot {
+        let mut d = Discovery::new(
+            vec![SandboxRoot {
                 path: root.clone(),
                 runtime: RuntimeKind::Go,
             }],
-            registry: Registry::new(),
-            stats: stats.clone(),
-            watcher: None,
-            watched_roots: HashMap::new(),
-            watched_dirs: HashSet::new(),
-            refused: Refusals::new(stats.clone()),
-        };
+            Registry::new(),
+            stats.clone(),
+            None,
+        );
         for _ in 0..3 {
             d.scan_all();
         }
         let ids: Vec<String> = d.registry.list().iter().map(|s| s.id.clone()).collect();
         assert_eq!(ids, vec!["good".to_string(), long_id]);
+        // Both by reason: hard link, non-socket, symlink.
         let counts = |s: &DiscoveryStats| {
-            [
-                s.refused_symlink.load(Ordering::Relaxed),
-                s.refused_hard_link.load(Ordering::Relaxed),
-                s.refused_not_socket.load(Ordering::Relaxed),
-            ]
+            s.refused_total
+                .each_ref()
+                .map(|n| n.load(Ordering::Relaxed))
         };
-        assert_eq!(counts(&stats), [2, 1, 1]);
+        assert_eq!(counts(&stats), [1, 1, 2]);
         let now = |s: &DiscoveryStats| s.refused_now.each_ref().map(|n| n.load(Ordering::Relaxed));
-        assert_eq!(now(&stats), [1, 1, 2], "hard link, non-socket, symlinks");
+        assert_eq!(now(&stats), [1, 1, 2]);
 
         // Put right, then wrong again: counted anew.
         std::fs::remove_file(root.join("hard").join(SHIM_SOCKET)).unwrap();
@@ -652,14 +650,14 @@ mod tests {
         .unwrap();
         d.scan_all();
         assert!(d.registry.get("hard").is_none());
-        assert_eq!(counts(&stats), [2, 2, 1]);
+        assert_eq!(counts(&stats), [2, 1, 2]);
 
         // Gone: no longer refused, though still counted.
         std::fs::remove_file(root.join("symdir")).unwrap();
         std::fs::remove_dir_all(root.join("file")).unwrap();
         d.scan_all();
         assert_eq!(now(&stats), [1, 0, 1]);
-        assert_eq!(counts(&stats), [2, 2, 1]);
+        assert_eq!(counts(&stats), [2, 1, 2]);
         // A refused socket removed, its folder left: no longer refused.
         std::fs::remove_file(root.join("hard").join(SHIM_SOCKET)).unwrap();
         d.scan_all();
@@ -690,18 +688,15 @@ mod tests {
         })
         .unwrap();
         let stats = Arc::new(DiscoveryStats::default());
-        let mut d = Discovery {
-            roots: vec![SandboxRoot {
+        let mut d = Discovery::new(
+            vec![SandboxRoot {
                 path: root.clone(),
                 runtime: RuntimeKind::Go,
             }],
-            registry: Registry::new(),
-            stats: stats.clone(),
-            watcher: Some(watcher),
-            watched_roots: HashMap::new(),
-            watched_dirs: HashSet::new(),
-            refused: Refusals::new(stats.clone()),
-        };
+            Registry::new(),
+            stats.clone(),
+            Some(watcher),
+        );
         d.scan_all();
         std::fs::create_dir(root.join("again")).unwrap();
         d.handle_path(&recv(&rx));

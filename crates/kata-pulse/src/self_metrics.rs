@@ -207,17 +207,14 @@ fn agent(r: &mut Rendered, src: &Sources<'_>) {
     r.sample("", &[], load(&d.rescans));
     f::KATA_PULSE_DISCOVERY_WATCH_ERRORS_TOTAL.begin(r);
     r.sample("", &[], load(&d.watch_errors));
-    f::KATA_PULSE_DISCOVERY_REFUSED_TOTAL.begin(r);
-    for (reason, n) in [
-        ("hard_link", &d.refused_hard_link),
-        ("not_socket", &d.refused_not_socket),
-        ("symlink", &d.refused_symlink),
+    for (family, values) in [
+        (&f::KATA_PULSE_DISCOVERY_REFUSED_TOTAL, &d.refused_total),
+        (&f::KATA_PULSE_DISCOVERY_REFUSED, &d.refused_now),
     ] {
-        r.sample("", &[("reason", reason)], load(n));
-    }
-    f::KATA_PULSE_DISCOVERY_REFUSED.begin(r);
-    for (reason, n) in crate::discovery::REFUSAL_REASONS.iter().zip(&d.refused_now) {
-        r.sample("", &[("reason", reason)], load(n));
+        family.begin(r);
+        for (reason, n) in crate::discovery::REFUSAL_REASONS.iter().zip(values) {
+            r.sample("", &[("reason", reason)], load(n));
+        }
     }
     f::KATA_PULSE_PANICS_TOTAL.begin(r);
     r.sample("", &[], load(&incidents::PANICS));

@@ -135,6 +135,26 @@ fn bare(roots: &Roots, stderr: Stdio) -> Bare {
     Bare { child, addr }
 }
 
+/// Sandbox folders under `root`, each with a listening socket: shims that
+/// never answer, all that discovery needs.
+fn bare_shims(root: &Path, ids: &[String]) -> Vec<std::os::unix::net::UnixListener> {
+    ids.iter()
+        .map(|id| {
+            let dir = root.join(id);
+            std::fs::create_dir(&dir).unwrap();
+            std::os::unix::net::UnixListener::bind(dir.join(SOCKET_NAME)).unwrap()
+        })
+        .collect()
+}
+
+/// As shims end: their sockets close, then their folders go.
+fn end_shims(root: &Path, ids: &[String], shims: Vec<std::os::unix::net::UnixListener>) {
+    drop(shims);
+    for id in ids {
+        std::fs::remove_dir_all(root.join(id)).unwrap();
+    }
+}
+
 /// A closed stderr (whatever read the log went away, as with
 /// `kata-pulse 2>&1 >/dev/null | head -c 10`) and a full disk (`/dev/full`)
 /// only cost log lines: the agent starts, serves and counts the failed
@@ -194,12 +214,7 @@ fn a_stalled_log_reader_does_not_block_the_agent() {
     let mut dropped = 0.0;
     for round in 0..40 {
         let ids: Vec<String> = (0..20).map(|i| format!("stall{round:03}-{i}")).collect();
-        let mut shims = Vec::new();
-        for id in &ids {
-            let dir = roots.go.join(id);
-            std::fs::create_dir(&dir).unwrap();
-            shims.push(std::os::unix::net::UnixListener::bind(dir.join(SOCKET_NAME)).unwrap());
-        }
+        let shims = bare_shims(&roots.go, &ids);
         let listed = |n: usize| {
             wait_until(Duration::from_secs(10), || {
                 try_get(agent.addr, "/sandboxes", &[]).is_ok_and(|r| r.text().lines().count() == n)
@@ -209,10 +224,7 @@ fn a_stalled_log_reader_does_not_block_the_agent() {
             listed(ids.len() + 1),
             "round {round}: sandboxes not seen (discovery blocked?)"
         );
-        drop(shims);
-        for id in &ids {
-            std::fs::remove_dir_all(roots.go.join(id)).unwrap();
-        }
+        end_shims(&roots.go, &ids, shims);
         assert!(
             listed(1),
             "round {round}: removals not seen (discovery blocked?)"
@@ -272,23 +284,14 @@ fn churn_leaves_no_warning_in_the_log() {
         let agent = start(&roots, &["--log-level", filter]);
         for round in 0..rounds {
             let ids: Vec<String> = (0..10).map(|i| format!("churn{round:03}-{i}")).collect();
-            let mut shims = Vec::new();
-            for id in &ids {
-                let dir = roots.go.join(id);
-                std::fs::create_dir(&dir).unwrap();
-                shims.push(std::os::unix::net::UnixListener::bind(dir.join(SOCKET_NAME)).unwrap());
-            }
+            let shims = bare_shims(&roots.go, &ids);
             assert!(wait_until(Duration::from_secs(5), || agent
                 .get("/sandboxes")
                 .text()
                 .lines()
                 .count()
                 == ids.len()));
-            // As a shim ends: its socket closes, then its folder goes.
-            drop(shims);
-            for id in &ids {
-                std::fs::remove_dir_all(roots.go.join(id)).unwrap();
-            }
+            end_shims(&roots.go, &ids, shims);
             assert!(wait_until(Duration::from_secs(5), || agent
                 .get("/sandboxes")
                 .text()
