@@ -101,6 +101,20 @@ echo "python:     $(python3 --version 2>&1)"
 echo "chromium:   $(chromium --version 2>/dev/null | head -n1)"
 echo "rust:       $(rustc --version), $(cargo --version)"
 
+# A clean clone builds everything once: incremental state (4 GB of a CI
+# target dir) would only cost disk. Developers keep it for their rebuilds.
+if [ "${CI:-}" = "true" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+# The whole run needs several GB under the target dir; a full disk shows up
+# much later as a linker's bus error, so say up front how much there is.
+step "disk space"
+df -h . | tail -n 1
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    echo "warning: under 8 GB free here; the build and tests may run out of disk" >&2
+fi
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
@@ -198,4 +212,5 @@ export KARO_E2E_CHART_RBAC="$cp_dir/karo-rbac.json"
 step "karo end to end: cargo test -p karo -- --ignored (e2e, and the image in containerd)"
 cargo test -p karo -- --ignored
 
+echo "target dir: $(du -sh "$target_dir" 2>/dev/null | cut -f1)"
 step "all checks passed in $((SECONDS - start))s"
