@@ -7,6 +7,7 @@
 //! class together and hands freed pages back after a second. The runs and
 //! the options tried are in docs/benchmarks.md ("allocator").
 
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Not under `cargo fuzz`: its sanitizer watches the system allocator.
@@ -86,12 +87,11 @@ pub async fn sample_periodically() {
 /// `arena.<all>.decay`: purges, in every arena, what decayed.
 fn decay_all_arenas() {
     // 4096 is MALLCTL_ARENAS_ALL.
-    let name = b"arena.4096.decay\0";
-    // SAFETY: a NUL-terminated name of a mallctl that reads and writes
-    // nothing (all four pointers null, as it requires).
+    // SAFETY: the name of a mallctl that reads and writes nothing (all
+    // four pointers null, as it requires).
     unsafe {
         tikv_jemalloc_sys::mallctl(
-            name.as_ptr().cast(),
+            c"arena.4096.decay".as_ptr(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
@@ -101,12 +101,56 @@ fn decay_all_arenas() {
 }
 
 fn read_heap() -> Option<Heap> {
-    use tikv_jemalloc_ctl::{epoch, stats};
-    epoch::advance().ok()?;
+    // Writing any value to `epoch` brings the totals up to date.
+    let mut epoch: u64 = 1;
+    // SAFETY: `epoch` is a read-write uint64_t; only written here.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"epoch".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::from_mut(&mut epoch).cast(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: both statistics are size_t.
+    let (in_use, resident) = unsafe {
+        (
+            read::<usize>(c"stats.allocated")?,
+            read::<usize>(c"stats.resident")?,
+        )
+    };
     Some(Heap {
-        in_use: stats::allocated::read().ok()? as u64,
-        resident: stats::resident::read().ok()? as u64,
+        in_use: in_use as u64,
+        resident: resident as u64,
     })
+}
+
+/// Reads the mallctl `name` into a `T`; `None` if
+/// jemalloc refuses or answers with another size. A few calls of
+/// tikv-jemalloc-sys instead of the tikv-jemalloc-ctl crate, whose macro
+/// dependency is unmaintained.
+///
+/// # Safety
+/// `T` must be the C type jemalloc documents for `name`.
+unsafe fn read<T: Copy + Default>(name: &CStr) -> Option<T> {
+    let mut value = T::default();
+    let mut len = std::mem::size_of::<T>();
+    // SAFETY: `value` has room for `len` bytes
+    // of the type the caller vouches for; nothing is written to jemalloc.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::from_mut(&mut value).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (rc == 0 && len == std::mem::size_of::<T>()).then_some(value)
 }
 
 #[cfg(test)]
@@ -114,11 +158,15 @@ mod tests {
     /// The options are the ones jemalloc runs with.
     #[test]
     fn jemalloc_runs_with_the_options() {
-        use tikv_jemalloc_ctl::{opt, raw};
-        let narenas = opt::narenas::read().unwrap();
-        let tcache = opt::tcache::read().unwrap();
-        // SAFETY: a read-only jemalloc option of this type.
-        let decay: isize = unsafe { raw::read(b"opt.dirty_decay_ms\0") }.unwrap();
+        // SAFETY: read-only options of these types (unsigned, bool,
+        // ssize_t).
+        let (narenas, tcache, decay) = unsafe {
+            (
+                super::read::<u32>(c"opt.narenas").unwrap(),
+                super::read::<bool>(c"opt.tcache").unwrap(),
+                super::read::<isize>(c"opt.dirty_decay_ms").unwrap(),
+            )
+        };
         if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
             assert_eq!((narenas, tcache, decay), (1, false, 1000));
         }
