@@ -106,13 +106,16 @@ echo "rust:       $(rustc --version), $(cargo --version)"
 if [ "${CI:-}" = "true" ]; then
     export CARGO_INCREMENTAL=0
 fi
-# The whole run needs several GB under the target dir; a full disk shows up
+# The whole run needs about 5 GB under the target dir; a full disk shows up
 # much later as a linker's bus error, so say up front how much there is.
 step "disk space"
-df -h . | tail -n 1
-free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | head -n1 | cut -d'"' -f4)
+disk_at=$target_dir
+while [ ! -d "$disk_at" ]; do disk_at=$(dirname "$disk_at"); done
+df -hP "$disk_at" | tail -n 1
+free_kb=$(df -Pk "$disk_at" | awk 'NR == 2 { print $4 }')
 if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
-    echo "warning: under 8 GB free here; the build and tests may run out of disk" >&2
+    echo "warning: under 8 GB free for $target_dir; the build and tests may run out of disk" >&2
 fi
 
 step "cargo fmt --all -- --check"
@@ -123,8 +126,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build --workspace --bins"
 cargo build --workspace --bins
-
-target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | head -n1 | cut -d'"' -f4)
 
 # The chart tests run real Helm (helm-python-sdk), kubernetes-validate and
 # the agent binary built above; their packages live in a venv under the
